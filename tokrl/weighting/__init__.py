@@ -1,0 +1,23 @@
+"""The per-token weighting interface shared by every tokrl trainer."""
+
+from tokrl.weighting.base import KNOWN_NEEDS, TokenWeighter, weight_stats
+from tokrl.weighting.compose import Clip, Normalize, Product
+from tokrl.weighting.entropy import EntropyQuantile
+from tokrl.weighting.registry import WEIGHTERS, build_weighter, register_weighter
+from tokrl.weighting.uniform import Uniform
+from tokrl.weighting.view import TokenView
+
+__all__ = [
+    "KNOWN_NEEDS",
+    "TokenView",
+    "TokenWeighter",
+    "weight_stats",
+    "Uniform",
+    "EntropyQuantile",
+    "Product",
+    "Clip",
+    "Normalize",
+    "WEIGHTERS",
+    "build_weighter",
+    "register_weighter",
+]

@@ -1,0 +1,65 @@
+"""The weighting contract: a weighter maps a `TokenView` to a detached `[B, T]` weight tensor."""
+
+from __future__ import annotations
+
+import torch
+
+from tokrl.weighting.view import TokenView
+
+# What a weighter may ask the trainer for (besides per-token data columns, which it names itself).
+KNOWN_NEEDS = frozenset(
+    {"logps", "entropies", "hidden_states", "old_logps", "ref_logps", "advantages", "rewards", "group_ids"}
+)
+
+
+class TokenWeighter:
+    """Base class. Subclasses set `needs` and implement `weigh(view) -> [B, T]`.
+
+    `__call__` enforces the contract so subclasses need not: the result is detached, float, shaped like the
+    mask, finite, and zero outside the mask. A weighter holds no trainer, accelerator or model: everything it
+    reads comes through the view.
+    """
+
+    needs: frozenset[str] = frozenset()
+    #: per-token data columns this weighter reads from `view.columns` (offline weighters)
+    columns: tuple[str, ...] = ()
+
+    def weigh(self, view: TokenView) -> torch.Tensor:
+        raise NotImplementedError
+
+    def all_needs(self) -> frozenset[str]:
+        """Needs of this weighter and of any weighter it wraps."""
+        return frozenset(self.needs)
+
+    def all_columns(self) -> tuple[str, ...]:
+        return tuple(self.columns)
+
+    def __call__(self, view: TokenView) -> torch.Tensor:
+        mask = view.mask
+        with torch.no_grad():
+            w = self.weigh(view)
+        if w.shape != mask.shape:
+            raise ValueError(f"{type(self).__name__} returned weights of shape {tuple(w.shape)}, expected {tuple(mask.shape)}")
+        w = w.detach().to(mask.dtype)
+        if not torch.isfinite(w).all():
+            raise ValueError(f"{type(self).__name__} returned non-finite weights")
+        return w * mask
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+def weight_stats(weights: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Fraction of completion tokens with non-zero weight, and weight mean/std/min/max over completion tokens."""
+    valid = mask.bool()
+    w = weights[valid].float()
+    if w.numel() == 0:
+        return {"kept_frac": 0.0, "mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
+    return {
+        "kept_frac": (w != 0).float().mean().item(),
+        "mean": w.mean().item(),
+        "std": w.std(unbiased=False).item(),
+        "min": w.min().item(),
+        "max": w.max().item(),
+    }
