@@ -1,0 +1,5 @@
+import sys
+
+from tokrl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""`tokrl` command line: one subcommand per module in `tokrl.commands`, errors as one readable line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module; each module has HELP, add_arguments(parser) and run(args) -> int. Imported lazily so that
+# `tokrl --help` stays fast and a missing optional extra breaks only its own command.
+COMMANDS = {
+    "train": "tokrl.commands.train",
+    "eval": "tokrl.commands.eval",
+    "demo": "tokrl.commands.demo",
+    "validate": "tokrl.commands.validate",
+    "plot": "tokrl.commands.plot",
+    "inspect": "tokrl.commands.inspect",
+    "cdpo": "tokrl.commands.cdpo",
+    "treg": "tokrl.commands.treg",
+    "clean": "tokrl.commands.clean",
+    "score": "tokrl.commands.score",
+}
+
+
+def _available() -> dict:
+    mods = {}
+    for name, path in COMMANDS.items():
+        if importlib.util.find_spec(path) is not None:
+            mods[name] = path
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokrl", description="Token-level credit assignment for RL fine-tuning.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, path in _available().items():
+        module = importlib.import_module(path)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--debug", action="store_true", help="show full tracebacks")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("tokrl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one readable line; --debug shows the traceback
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        kind = "" if type(exc).__name__ in ("RecipeError",) else f"{type(exc).__name__}: "
+        print(f"tokrl: error: {kind}{message} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
