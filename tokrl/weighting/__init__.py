@@ -1,6 +1,7 @@
 """The per-token weighting interface shared by every tokrl trainer."""
 
 from tokrl.weighting.base import KNOWN_NEEDS, TokenWeighter, weight_stats
+from tokrl.weighting.column import DatasetColumn
 from tokrl.weighting.compose import Clip, Normalize, Product
 from tokrl.weighting.entropy import EntropyQuantile
 from tokrl.weighting.registry import WEIGHTERS, build_weighter, register_weighter
@@ -13,6 +14,7 @@ __all__ = [
     "TokenWeighter",
     "weight_stats",
     "Uniform",
+    "DatasetColumn",
     "EntropyQuantile",
     "Product",
     "Clip",
