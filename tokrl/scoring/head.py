@@ -1,0 +1,113 @@
+"""The LM head as plain tensors, and TRL's chunked log-prob kernel applied to hidden states we already hold.
+
+Why not `model(..., labels=..., fused_lm_head=True)` (TRL's `add_fused_lm_head`) here:
+- it fixes the temperature when the head is patched in and monkey-patches the caller's model for good, while the
+  scorer takes a temperature per call and must leave the model as it found it;
+- off Triton devices (every CPU) it projects every position, prompt and padding included, in one
+  `[min(N, 4096), 32768]` tile, so neither the work nor the peak memory can be bounded by the caller;
+- the contrastive score needs both models' hidden states, which that forward does not return.
+So the scorer runs the backbone itself and hands the positions it wants to `trl.kernels.ChunkedLogProbFunction`,
+TRL's own online-logsumexp kernel (log-probs, entropies and their backward), in tiles of our choosing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from trl.kernels import ChunkedLogProbFunction
+from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+from tokrl.trainers.hidden_states import backbone_of
+
+# Positions per kernel call and vocabulary columns per tile: one fp32 tile is 1024 x 8192 x 4 B = 32 MiB.
+TOKEN_CHUNK = 1024
+VOCAB_CHUNK = 8192
+_UNSUPPORTED_SCALES = ("output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The `*ForCausalLM` module under DDP/DeepSpeed and PEFT wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
+
+
+@dataclass
+class Head:
+    """What turns a final hidden state into logits: `logit_scale * (h @ weight.T + bias)`, optionally softcapped."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    logit_scale: float = 1.0
+    softcap: float | None = None
+
+
+def lm_head_of(model: torch.nn.Module) -> Head:
+    """Read the output projection and the logit transform from the model and its config."""
+    base = unwrap(model)
+    head = base.get_output_embeddings()
+    if head is None or not hasattr(head, "weight"):
+        raise ValueError(f"{type(base).__name__} has no output embeddings (lm_head) to score with")
+    if hasattr(head, "base_layer") or hasattr(head, "lora_A"):
+        raise ValueError("the lm_head carries a PEFT adapter; merge it (merge_and_unload) before scoring")
+    config = base.config.get_text_config()
+    for name in _UNSUPPORTED_SCALES:
+        if getattr(config, name, None) is not None:
+            raise ValueError(f"config.{name} is set; the tokrl scorer supports only logit_scale and softcapping")
+    scale = getattr(config, "logit_scale", None)
+    return Head(
+        weight=head.weight,
+        bias=getattr(head, "bias", None),
+        logit_scale=1.0 if scale is None else float(scale),
+        softcap=getattr(config, "final_logit_softcapping", None),
+    )
+
+
+def backbone_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Final-norm hidden states `[B, L, H]` from the decoder backbone alone (the LM head is never called)."""
+    out = backbone_of(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def chunked_logprobs(
+    hidden: torch.Tensor,
+    head: Head,
+    targets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    compute_entropy: bool = False,
+    token_chunk: int = TOKEN_CHUNK,
+    vocab_chunk: int = VOCAB_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(targets | hidden) `[N]` (and entropies `[N]`) in fp32, `token_chunk x vocab_chunk` logits at a time.
+
+    Differentiable w.r.t. `hidden` and the head (TRL's kernel recomputes tiles in backward).
+    """
+    outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
+    logps, entropies = [], []
+    weight, bias = head.weight, head.bias
+    hidden = hidden.float()  # the kernel computes in the hidden dtype: fp32 logits, head cast tile by tile
+    with torch.autocast(hidden.device.type, enabled=False), maybe_gather_lm_head_ctx(
+        *(p for p in (weight, bias) if p is not None)
+    ):
+        for start in range(0, hidden.shape[0], token_chunk):
+            lp, ent, *_ = ChunkedLogProbFunction.apply(
+                hidden[start : start + token_chunk],
+                weight,
+                bias,
+                targets[start : start + token_chunk],
+                temperature,
+                vocab_chunk,
+                head.softcap,
+                head.logit_scale,
+                outputs,
+            )
+            logps.append(lp)
+            entropies.append(ent)
+    empty = hidden.new_zeros((0,))
+    logp = torch.cat(logps) if logps else empty
+    entropy = (torch.cat(entropies) if entropies else empty) if compute_entropy else None
+    return logp, entropy
