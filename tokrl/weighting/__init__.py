@@ -23,3 +23,6 @@ __all__ = [
     "build_weighter",
     "register_weighter",
 ]
+from tokrl.weighting.thr import NTHRWeighter, THRWeighter  # noqa: E402
+
+__all__ += ["THRWeighter", "NTHRWeighter"]
