@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from tokrl.scoring.batching import iter_batches
-from tokrl.scoring.head import VOCAB_CHUNK, Head, backbone_hidden, chunked_logprobs, lm_head_of
+from tokrl.scoring.head import Head, backbone_hidden, chunked_logprobs, lm_head_of
 from tokrl.scoring.tokens import device_of, eval_mode
 
 
@@ -123,8 +123,7 @@ def contrastive_token_logprobs(
                 hidden = torch.cat([a_pos * h_pos, a_neg * h_neg], dim=-1)
             del h_pos, h_neg
             logp, _ = chunked_logprobs(
-                hidden, combined, batch.input_ids[:, 1:][mask], token_chunk=chunk_size, vocab_chunk=VOCAB_CHUNK
-            )
+                hidden, combined, batch.input_ids[:, 1:][mask], token_chunk=chunk_size)
             start = 0
             for i, n in zip(batch.indices, batch.completion_lengths):
                 results[i] = logp[start : start + n].tolist()

@@ -79,13 +79,16 @@ def chunked_logprobs(
     *,
     temperature: float = 1.0,
     compute_entropy: bool = False,
-    token_chunk: int = TOKEN_CHUNK,
-    vocab_chunk: int = VOCAB_CHUNK,
+    token_chunk: int | None = None,
+    vocab_chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(targets | hidden) `[N]` (and entropies `[N]`) in fp32, `token_chunk x vocab_chunk` logits at a time.
 
-    Differentiable w.r.t. `hidden` and the head (TRL's kernel recomputes tiles in backward).
+    Differentiable w.r.t. `hidden` and the head (TRL's kernel recomputes tiles in backward). The chunk sizes
+    default to the module's `TOKEN_CHUNK` / `VOCAB_CHUNK`, read at call time.
     """
+    token_chunk = token_chunk or TOKEN_CHUNK
+    vocab_chunk = vocab_chunk or VOCAB_CHUNK
     outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
     logps, entropies = [], []
     weight, bias = head.weight, head.bias

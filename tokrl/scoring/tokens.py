@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from tokrl.scoring.batching import iter_batches
-from tokrl.scoring.head import TOKEN_CHUNK, VOCAB_CHUNK, backbone_hidden, chunked_logprobs, lm_head_of
+from tokrl.scoring.head import backbone_hidden, chunked_logprobs, lm_head_of
 
 
 @contextlib.contextmanager
@@ -36,8 +36,8 @@ def score_batch(
     *,
     compute_entropy: bool = False,
     temperature: float = 1.0,
-    token_chunk: int = TOKEN_CHUNK,
-    vocab_chunk: int = VOCAB_CHUNK,
+    token_chunk: int | None = None,
+    vocab_chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Tensor form of the scorer: `[B, L]` log p(input_ids[t] | input_ids[:t]) where `target_mask`, else 0.
 
