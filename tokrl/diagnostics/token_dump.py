@@ -1,0 +1,263 @@
+"""Token dumps: a bounded sample of completions with the per-token values the weighter used.
+
+Every `token_dump_steps` optimizer steps, `TokenDumpCallback` appends up to `token_dump_samples` completions of
+the trainer's last weighted micro-batch (`trainer.last_view`) to `RUN_DIR/token_values.jsonl`, one JSON object
+per completion:
+
+    {"step": 10, "sample": 0, "pieces": ["4", "2"], "ids": [57, 55],
+     "values": {"weight": [1.0, 0.0], "entropy": [2.31, 0.12], "advantage": [0.5, 0.5]},
+     "stats": {"entropy_threshold": 1.7}, "advantage": 0.5, "prompt": "..."}
+
+`pieces[i]` is the text that token i adds to the decoded completion (prefix decoding, so multi-byte characters
+split over several tokens land on the token that completes them). Only completion tokens (mask 1) are written.
+Run metadata (trainer, weighter, model, config summary) goes to `RUN_DIR/run_info.json`, written atomically.
+
+Append safety: each dump is one `os.write` on an `O_APPEND` descriptor followed by `fsync`, so a crash can at
+worst truncate the last line; readers (`read_token_values`) drop a truncated last line and reject any other
+malformed line with its line number.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+TOKEN_VALUES = "token_values.jsonl"
+RUN_INFO = "run_info.json"
+
+# TokenView fields dumped under these names when the trainer filled them (a weighter's own `values` win).
+_VIEW_FIELDS = {"entropies": "entropy", "logps": "logp", "old_logps": "old_logp", "ref_logps": "ref_logp"}
+# Config fields summarised in run_info.json when the trainer's args have them.
+_CONFIG_KEYS = (
+    "weighting", "weight_normalizer", "loss_type", "learning_rate", "beta", "epsilon", "temperature",
+    "num_generations", "max_completion_length", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "steps_per_generation", "max_steps", "num_train_epochs", "top_entropy_quantile", "seed", "bf16",
+    "token_dump_steps", "token_dump_samples",
+)
+
+
+def _number(x: float) -> float | None:
+    """A JSON-safe float with float32 precision; NaN/inf become null."""
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return float(f"{x:.7g}")
+
+
+def decode_pieces(tokenizer, ids: list[int], context: int = 6) -> list[str]:
+    """The text each token adds to the decoded sequence.
+
+    Token k's piece is decode(ids[k-context : k+1]) minus decode(ids[k-context : k]): the left context keeps
+    leading spaces (SentencePiece) and multi-byte characters split over several byte tokens, which land on the
+    token that completes them (earlier ones get ""). Both decodes run batched, so a long sequence costs two
+    tokenizer calls. Without a tokenizer the pieces are `<id>`.
+    """
+    ids = [int(i) for i in ids]
+    if tokenizer is None:
+        return [f"<{i}>" for i in ids]
+    if not ids:
+        return []
+    kw = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+    with_tok = tokenizer.batch_decode([ids[max(0, k - context) : k + 1] for k in range(len(ids))], **kw)
+    without = tokenizer.batch_decode([ids[max(0, k - context) : k] for k in range(len(ids))], **kw)
+    pieces = []
+    for k, (full, prev) in enumerate(zip(with_tok, without)):
+        # a trailing U+FFFD is an incomplete UTF-8 sequence, completed (and shown) by a later token
+        full, prev = full.rstrip("\ufffd"), prev.rstrip("\ufffd")
+        if full.startswith(prev):
+            pieces.append(full[len(prev) :])
+        else:  # a tokenizer that rewrites earlier text: fall back to the token alone
+            pieces.append(tokenizer.decode([ids[k]], **kw))
+    return pieces
+
+
+def _rows(x, n: int) -> list | None:
+    """A [B, T] tensor -> list of rows; a [B] tensor -> list of scalars; anything else -> None."""
+    if x is None or not hasattr(x, "detach"):
+        return None
+    x = x.detach().float().cpu()
+    if x.dim() == 0 or x.size(0) < n:
+        return None
+    return x.tolist()
+
+
+def token_records(view, tokenizer, step: int, max_samples: int, prompt=None) -> list[dict]:
+    """Build the dump records for the first `max_samples` completions of a `TokenView`.
+
+    `prompt` is an optional `(prompt_ids [B, P], prompt_mask [B, P])` pair; its text is stored per sample.
+    """
+    ids = view.completion_ids.detach().cpu()
+    mask = view.completion_mask.detach().bool().cpu()
+    n = min(int(max_samples), ids.size(0))
+    per_token: dict[str, list] = {}
+    for attr, name in _VIEW_FIELDS.items():
+        rows = _rows(getattr(view, attr, None), n)
+        if rows is not None and isinstance(rows[0], list):
+            per_token[name] = rows
+    for name, tensor in dict(view.columns).items():
+        rows = _rows(tensor, n)
+        if rows is not None and isinstance(rows[0], list):
+            per_token[name] = rows
+    for name, tensor in dict(view.values).items():
+        rows = _rows(tensor, n)
+        if rows is not None and isinstance(rows[0], list):
+            per_token[name] = rows
+    adv = _rows(getattr(view, "advantages", None), n)
+    rewards = _rows(getattr(view, "rewards", None), n)
+    if adv is not None and not isinstance(adv[0], list):  # [B] advantages: one per completion, shown per token
+        per_token.setdefault("advantage", [[a] * ids.size(1) for a in adv])
+    elif adv is not None:
+        per_token.setdefault("advantage", adv)
+    stats = {k: _number(v) for k, v in dict(view.stats).items() if isinstance(v, (int, float))}
+
+    records = []
+    for b in range(n):
+        keep = mask[b].nonzero().flatten().tolist()
+        token_ids = [int(ids[b, t]) for t in keep]
+        record: dict[str, Any] = {
+            "step": int(step),
+            "sample": b,
+            "pieces": decode_pieces(tokenizer, token_ids),
+            "ids": token_ids,
+            "values": {name: [_number(rows[b][t]) for t in keep] for name, rows in per_token.items()},
+            "stats": stats,
+        }
+        if adv is not None and not isinstance(adv[0], list):
+            record["advantage"] = _number(adv[b])
+        if rewards is not None and not isinstance(rewards[0], list):
+            record["reward"] = _number(rewards[b])
+        if prompt is not None and tokenizer is not None:
+            p_ids, p_mask = prompt
+            p = [int(i) for i, m in zip(p_ids[b].tolist(), p_mask[b].tolist()) if m]
+            record["prompt"] = tokenizer.decode(p, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        records.append(record)
+    return records
+
+
+def append_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Append records as JSON lines in one write (O_APPEND) and fsync, so earlier lines are never damaged."""
+    if not records:
+        return
+    data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | Path, obj: dict) -> None:
+    """Write JSON to a temporary file and rename it over `path` (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+def dump_tokens(view, tokenizer, run_dir: str | Path, step: int, max_samples: int, prompt=None) -> int:
+    """Append `max_samples` completions of `view` to `run_dir/token_values.jsonl`; return how many were written."""
+    records = token_records(view, tokenizer, step, max_samples, prompt=prompt)
+    append_jsonl(Path(run_dir) / TOKEN_VALUES, records)
+    return len(records)
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+def run_info(trainer) -> dict:
+    """Metadata for the heatmap's header: trainer, weighter, model, and a summary of the config."""
+    args = trainer.args
+    model = getattr(trainer, "model", None)
+    config = getattr(model, "config", None)
+    tokenizer = getattr(trainer, "processing_class", None)
+    try:
+        import trl
+
+        trl_version = trl.__version__
+    except Exception:  # pragma: no cover - trl is a hard dependency
+        trl_version = None
+    return {
+        "method": type(trainer).__name__,
+        "weighter": repr(getattr(trainer, "weighter", None)) if getattr(trainer, "weighter", None) else None,
+        "model": getattr(config, "_name_or_path", None) or getattr(config, "model_type", None),
+        "tokenizer": getattr(tokenizer, "name_or_path", None) or None,
+        "output_dir": str(args.output_dir),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trl_version": trl_version,
+        "config": {k: _jsonable(getattr(args, k)) for k in _CONFIG_KEYS if hasattr(args, k)},
+    }
+
+
+class TokenDumpCallback(TrainerCallback):
+    """Writes `trainer.last_view` to `token_values.jsonl` every `args.token_dump_steps` steps (main process only).
+
+    Attach with `TokenDumpCallback.attach(trainer)`. The trainer must keep `last_view` (a `TokenView` whose
+    `values` hold the per-token tensors its weighter used). Optional: `trainer.last_prompt = (prompt_ids,
+    prompt_mask)` adds the prompt text to each record.
+    """
+
+    def __init__(self, trainer, every: int | None = None, samples: int | None = None):
+        self.trainer = trainer
+        self.every = int(every if every is not None else getattr(trainer.args, "token_dump_steps", 0) or 0)
+        self.samples = int(samples if samples is not None else getattr(trainer.args, "token_dump_samples", 4))
+        self._last_step = None
+
+    @classmethod
+    def attach(cls, trainer, **kwargs) -> "TokenDumpCallback":
+        """Create the callback for `trainer` and register it; returns the callback."""
+        callback = cls(trainer, **kwargs)
+        trainer.add_callback(callback)
+        return callback
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.every > 0 and state.is_world_process_zero:
+            write_json_atomic(Path(args.output_dir) / RUN_INFO, run_info(self.trainer))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every <= 0 or not state.is_world_process_zero or state.global_step % self.every:
+            return
+        view = getattr(self.trainer, "last_view", None)
+        if view is None or state.global_step == self._last_step:
+            return
+        tokenizer = kwargs.get("processing_class") or getattr(self.trainer, "processing_class", None)
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
+        prompt = getattr(self.trainer, "last_prompt", None)
+        dump_tokens(view, tokenizer, args.output_dir, state.global_step, self.samples, prompt=prompt)
+        self._last_step = state.global_step
+
+
+def read_token_values(path: str | Path) -> list[dict]:
+    """Read `token_values.jsonl`: a truncated last line (a crash mid-write) is dropped, any other bad line fails."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # no newline after it: the write was torn by a crash
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+        if not isinstance(record, dict) or "pieces" not in record or "values" not in record:
+            raise ValueError(f"{path}:{number}: a token record needs 'pieces' and 'values'")
+        records.append(record)
+    return records
