@@ -5,15 +5,17 @@ A *sample* is `{"label", "pieces", "ids", "values": {name: [per-token numbers]},
 
 - a run dir holding `token_values.jsonl` (written by `TokenDumpCallback`; `run_info.json` and `metrics.jsonl`
   beside it fill the header), or that `.jsonl` file itself;
-- a scored dataset: a `datasets.save_to_disk` dir, a `.parquet` file or a `.jsonl`/`.json` file. Per-token
-  columns are the list-of-number columns whose lengths match an ids column (a column named `*ids`) on every
-  row; a value column is paired with the ids column that shares its prefix (`rejected_token_weights` with
-  `rejected_input_ids`), else with a generic one (`input_ids`, `completion_ids`, `ids`). Each (row, ids column)
-  is one sample, and the shared prefix is dropped from value names so chosen and rejected share a scale.
+- a scored dataset: a `datasets.save_to_disk` dir, a tokrl pipeline stage dir, a `.parquet` file or a
+  `.jsonl`/`.json` file. Per-token columns are the list-of-number columns whose lengths match an ids column (a
+  column named `*ids`) on every row; a value column is paired with the ids column that shares its prefix
+  (`rejected_token_weights` with `rejected_input_ids`), else with a generic one (`input_ids`, `completion_ids`,
+  `ids`). Each (row, ids column) is one sample, and the shared prefix is dropped from value names so chosen and
+  rejected share a scale.
 
 The tokenizer that decodes dataset ids is `--tokenizer` (a path, hub id, embedded name, or `tiny`), else the
-`tokenizer` (or `model`) key of JSON metadata (the dataset's `info.description`, or `tokrl_meta.json` in or
-beside the source), else tokenizer files saved in the dataset dir; without one, tokens show as `<id>`.
+`tokenizer` (or `model`) key of JSON metadata (a stage's manifest `metadata`/`config`, the dataset's
+`info.description`, or `tokrl_meta.json` in or beside the source), else tokenizer files saved in the dataset
+dir; without one, tokens show as `<id>`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tokrl.diagnostics.token_dump import RUN_INFO, TOKEN_VALUES, decode_pieces, 
 
 GENERIC_IDS = ("input_ids", "completion_ids", "ids", "token_ids")
 META_FILE = "tokrl_meta.json"
+STAGE_MANIFEST = "manifest.json"
 
 
 # ---- run dirs ---------------------------------------------------------------------------------------------
@@ -186,7 +189,11 @@ def _prompt_text(value) -> str | None:
 def _open_dataset(path: Path, split: str | None):
     import datasets
 
-    if path.is_dir():
+    if path.is_dir() and (path / STAGE_MANIFEST).is_file():  # a tokrl pipeline stage (shards + manifest)
+        from tokrl.pipelines.stage import load_stage
+
+        ds = load_stage(path)
+    elif path.is_dir():
         try:
             ds = datasets.load_from_disk(str(path))
         except FileNotFoundError as exc:
@@ -213,6 +220,13 @@ def _open_dataset(path: Path, split: str | None):
 
 def _metadata(path: Path, ds) -> dict:
     meta = {}
+    manifest = path / STAGE_MANIFEST if path.is_dir() else None
+    if manifest is not None and manifest.is_file():
+        m = json.loads(manifest.read_text())
+        config = m.get("config") if isinstance(m.get("config"), dict) else {}
+        meta.update({k: v for k, v in config.items() if not isinstance(v, (dict, list))})
+        meta.update(m.get("metadata") or {})
+        meta["stage"] = m.get("stage")
     for candidate in (path / META_FILE if path.is_dir() else path.with_name(META_FILE),):
         if candidate.is_file():
             meta.update(json.loads(candidate.read_text()))
