@@ -1,0 +1,253 @@
+"""`tokrl clean RECIPE.yaml`: read a token-cleaning recipe and run its stages (finished stages are skipped).
+
+Recipe sections (strict: unknown keys are errors naming the key and the file):
+    output_dir, model, seed
+    data:      source (corrupted_arithmetic | hub | disk), corrupted_arithmetic (CorruptedArithmeticSFT fields),
+               path, name, split, trusted_path, trusted_split, trusted_rows, max_rows, max_length, truncation_mode
+    cleaning:  variants (all_tokens, fixed, per_sample, random, self_evolving), keep_ratio, num_chunks,
+               score_batch_size, reference_model
+    lora:      peft LoraConfig fields, or null for full fine-tuning
+    reference_trainer, trainer: TokenCleaningSFTConfig fields (reference / warm-up SFT, and every cleaned run)
+    eval:      max_new_tokens, batch_size, max_examples (greedy accuracy on the task's eval split), or null
+The report (`report.json`) holds, per variant, the selection summary, the removal precision/recall of corrupted
+tokens when the data records them, the training summary and the eval accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from datasets import Dataset
+
+from tokrl.pipelines.stage import config_hash, run_artifact_stage, stage_fingerprint, stage_metadata
+from tokrl.pipelines.token_cleaning import (
+    MASK_WEIGHTING,
+    Models,
+    fixed_model_cleaning,
+    model_stage,
+    self_evolving_cleaning,
+    tokenize_stage,
+)
+from tokrl.recipe import RecipeError, check_keys
+
+logger = logging.getLogger(__name__)
+
+TOP_KEYS = ("output_dir", "model", "seed", "data", "cleaning", "lora", "reference_trainer", "trainer", "eval")
+DATA_KEYS = ("source", "corrupted_arithmetic", "path", "name", "split", "trusted_path", "trusted_split",
+             "trusted_rows", "max_rows", "max_length", "truncation_mode")
+CLEANING_KEYS = ("variants", "keep_ratio", "num_chunks", "score_batch_size", "reference_model")
+EVAL_KEYS = ("max_new_tokens", "batch_size", "max_examples")
+VARIANTS = ("all_tokens", "fixed", "per_sample", "random", "self_evolving")
+SOURCES = ("corrupted_arithmetic", "hub", "disk")
+
+
+def check_recipe(recipe: dict, file) -> dict:
+    check_keys(recipe, TOP_KEYS, "", file, required=("output_dir", "model"))
+    data = check_keys(recipe.get("data"), DATA_KEYS, "data", file, required=("source",))
+    if data["source"] not in SOURCES:
+        raise RecipeError(f"{file}: data.source must be one of {SOURCES}, got {data['source']!r}")
+    if data["source"] != "corrupted_arithmetic" and not data.get("path"):
+        raise RecipeError(f"{file}: data.path is required for data.source={data['source']!r}")
+    cleaning = check_keys(recipe.get("cleaning"), CLEANING_KEYS, "cleaning", file)
+    variants = cleaning.get("variants", ["all_tokens", "fixed", "self_evolving"])
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise RecipeError(f"{file}: cleaning.variants: unknown {bad}; choose from {VARIANTS}")
+    ratio = cleaning.get("keep_ratio", 0.6)
+    if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        raise RecipeError(f"{file}: cleaning.keep_ratio must be in (0, 1], got {ratio!r}")
+    if recipe.get("eval") is not None:
+        check_keys(recipe["eval"], EVAL_KEYS, "eval", file)
+    for section in ("trainer", "reference_trainer", "lora"):
+        if recipe.get(section) is not None and not isinstance(recipe[section], dict):
+            raise RecipeError(f"{file}: '{section}' must be a mapping or null")
+    return recipe
+
+
+def load_data(recipe: dict, file) -> dict[str, Dataset | None]:
+    """{"pool", "trusted", "eval"} datasets (trusted/eval may be None)."""
+    data = recipe["data"]
+    seed = recipe.get("seed", 0)
+    if data["source"] == "corrupted_arithmetic":
+        from tokrl.data.corrupted_sft import CorruptedArithmeticSFT
+
+        spec = dict(data.get("corrupted_arithmetic") or {})
+        spec.setdefault("seed", seed)
+        try:
+            splits = CorruptedArithmeticSFT(**spec).build()
+        except (TypeError, ValueError) as exc:
+            raise RecipeError(f"{file}: data.corrupted_arithmetic: {exc}") from None
+        out = {"pool": splits["pool"], "trusted": splits["trusted"], "eval": splits["eval"]}
+    else:
+        out = {"pool": _load(data["source"], data["path"], data.get("name"), data.get("split", "train")),
+               "trusted": None, "eval": None}
+        if data.get("trusted_path"):
+            out["trusted"] = _load(data["source"], data["trusted_path"], None, data.get("trusted_split", "train"))
+    if data.get("trusted_rows"):  # the first N pool rows double as the trusted warm-up set
+        out["trusted"] = out["pool"].select(range(min(int(data["trusted_rows"]), len(out["pool"]))))
+    if data.get("max_rows"):
+        out["pool"] = out["pool"].select(range(min(int(data["max_rows"]), len(out["pool"]))))
+    return out
+
+
+def _load(source: str, path: str, name, split: str) -> Dataset:
+    if source == "disk":
+        from datasets import load_from_disk
+
+        ds = load_from_disk(path)
+        return ds[split] if hasattr(ds, "keys") else ds
+    from datasets import load_dataset
+
+    return load_dataset(path, name, split=split)
+
+
+def evaluate_model(path: str, eval_data: Dataset, cfg: dict) -> dict:
+    from tokrl.evaluation import evaluate_accuracy
+    from tokrl.models import load_model
+    from tokrl.rewards import format_reward
+
+    model, tokenizer = load_model(path)
+    if cfg.get("max_examples"):
+        eval_data = eval_data.select(range(min(int(cfg["max_examples"]), len(eval_data))))
+    kw = dict(max_new_tokens=cfg.get("max_new_tokens", 8), batch_size=cfg.get("batch_size", 32))
+    return {"accuracy": evaluate_accuracy(model, tokenizer, eval_data, **kw),
+            "format_rate": evaluate_accuracy(model, tokenizer, eval_data, reward=format_reward, **kw),
+            "num_prompts": len(eval_data)}
+
+
+def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
+    """Run every stage of the recipe; return (and write to output_dir/report.json) the report."""
+    import torch
+
+    from tokrl.data.corrupted_sft import removal_quality
+    from tokrl.models import load_model, resolve_model_path
+
+    check_recipe(recipe, file)
+    root = Path(recipe["output_dir"])
+    seed = recipe.get("seed", 0)
+    base = resolve_model_path(recipe["model"])
+    data_cfg, cleaning = recipe["data"], recipe.get("cleaning") or {}
+    variants = cleaning.get("variants", ["all_tokens", "fixed", "self_evolving"])
+    ratio = float(cleaning.get("keep_ratio", 0.6))
+    batch = int(cleaning.get("score_batch_size", 16))
+    lora, trainer_cfg = recipe.get("lora"), recipe.get("trainer")
+    torch.manual_seed(seed)
+
+    splits = load_data(recipe, file)
+    _, tokenizer = load_model(base)
+    tokens = tokenize_stage(splits["pool"], tokenizer, root / "tokenize", max_length=data_cfg.get("max_length", 1024),
+                            truncation_mode=data_cfg.get("truncation_mode", "keep_start"), tokenizer_id=base,
+                            overwrite=overwrite)
+    token_fp = stage_fingerprint(root / "tokenize")
+    models = Models()
+    report: dict = {"model": base, "keep_ratio": ratio, "pool_rows": len(tokens), "variants": {}}
+
+    def train(stage_dir, init, dataset, weighting, fingerprint, where="trainer", cfg=None):
+        return model_stage(stage_dir, init_model=init, dataset=dataset, trainer=cfg if cfg is not None else trainer_cfg,
+                           weighting=weighting, lora=lora, data_fingerprint=fingerprint, file=file, where=where,
+                           overwrite=overwrite)
+
+    def quality(cleaned: Dataset) -> dict:
+        if "corrupted" not in cleaned.column_names:
+            return {}
+        c = cleaned.select_columns(["token_mask", "completion_mask", "corrupted"])
+        return removal_quality(c["token_mask"], c["completion_mask"], c["corrupted"])
+
+    finals: dict[str, str] = {}
+    if "all_tokens" in variants:
+        path = train(root / "model_all_tokens", base, tokens, "uniform", token_fp)
+        finals["all_tokens"] = str(path)
+        report["variants"]["all_tokens"] = {"train": stage_metadata(root / "model_all_tokens")}
+
+    fixed_like = [v for v in variants if v in ("fixed", "per_sample", "random")]
+    if fixed_like:
+        reference = cleaning.get("reference_model")
+        if reference is None and any(v != "random" for v in fixed_like):
+            if splits["trusted"] is None:
+                raise RecipeError(f"{file}: fixed-model cleaning needs cleaning.reference_model or a trusted set "
+                                  "(data.trusted_path / data.trusted_rows)")
+            trusted = tokenize_stage(splits["trusted"], tokenizer, root / "trusted_tokenize",
+                                     max_length=data_cfg.get("max_length", 1024),
+                                     truncation_mode=data_cfg.get("truncation_mode", "keep_start"),
+                                     tokenizer_id=base, overwrite=overwrite)
+            reference = str(train(root / "model_reference", base, trusted, "uniform",
+                                  stage_fingerprint(root / "trusted_tokenize"), where="reference_trainer",
+                                  cfg=recipe.get("reference_trainer") or trainer_cfg))
+            report["reference"] = {"model": reference, "train": stage_metadata(root / "model_reference")}
+        elif reference is not None:
+            reference = resolve_model_path(reference)
+            report["reference"] = {"model": reference}
+        for variant in fixed_like:
+            selection = {"fixed": "global", "per_sample": "per_sample", "random": "random"}[variant]
+            cleaned, summary = fixed_model_cleaning(
+                tokens, root / "fixed", base=base, reference=reference, keep_ratio=ratio, selection=selection,
+                batch_size=batch, models=models, seed=seed, overwrite=overwrite)
+            fp = config_hash([token_fp, stage_fingerprint(root / "fixed" / f"select_{selection}")])
+            path = train(root / f"model_{variant}", base, cleaned, MASK_WEIGHTING, fp)
+            finals[variant] = str(path)
+            report["variants"][variant] = {"selection": summary, "removal": quality(cleaned),
+                                           "train": stage_metadata(root / f"model_{variant}")}
+
+    if "self_evolving" in variants:
+        def train_round(stage_dir, init, dataset, weighting):
+            select = Path(stage_dir).parent / "select_global"
+            fp = config_hash([token_fp, Path(stage_dir).parent.name, len(dataset),
+                              stage_fingerprint(select) if select.is_dir() else None])
+            return train(stage_dir, init, dataset, weighting, fp)
+
+        final, rounds = self_evolving_cleaning(
+            tokens, root / "self_evolving", base=base, keep_ratio=ratio,
+            num_chunks=int(cleaning.get("num_chunks", 5)), batch_size=batch, models=models, train=train_round,
+            overwrite=overwrite)
+        finals["self_evolving"] = final
+        entry = {"rounds": rounds}
+        if "corrupted" in tokens.column_names:
+            from tokrl.pipelines.token_cleaning import cleaned_dataset
+            from tokrl.pipelines.stage import load_stage
+
+            parts = []
+            for r in rounds[1:]:
+                a, b = r["rows"]
+                sel = load_stage(root / "self_evolving" / f"round_{r['round']:02d}" / "select_global")
+                parts.append(cleaned_dataset(tokens.select(range(a, b)), sel))
+            from datasets import concatenate_datasets
+
+            entry["removal"] = quality(concatenate_datasets(parts))  # over the cleaned chunks 1..T
+        report["variants"]["self_evolving"] = entry
+
+    eval_cfg = recipe.get("eval")
+    if eval_cfg is not None and splits["eval"] is not None:
+        models._model = None
+        targets = {"base": base, **finals}
+        for name, path in targets.items():
+            stage = root / "eval" / name
+            result_path = run_artifact_stage(
+                "eval", stage, lambda tmp, p=path: _eval_to(tmp, p, splits["eval"], eval_cfg),
+                {"model": path, "eval": eval_cfg}, overwrite=overwrite)
+            result = json.loads((result_path / "eval.json").read_text())
+            report["variants"].setdefault(name, {})["eval"] = result
+    (root / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    return report
+
+
+def _eval_to(tmp: Path, path: str, eval_data: Dataset, cfg: dict) -> dict:
+    result = evaluate_model(path, eval_data, cfg)
+    (tmp / "eval.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def summary_table(report: dict) -> str:
+    """One line per variant: kept fraction, removal precision/recall, eval accuracy."""
+    lines = [f"{'variant':<14} {'kept':>6} {'prec':>6} {'recall':>6} {'acc':>6} {'format':>6}"]
+    for name, v in report["variants"].items():
+        rem = v.get("removal") or {}
+        ev = v.get("eval") or {}
+
+        def f(x):
+            return f"{x:6.3f}" if isinstance(x, (int, float)) else f"{'-':>6}"
+
+        lines.append(f"{name:<14} {f(rem.get('kept_frac'))} {f(rem.get('removal_precision'))} "
+                     f"{f(rem.get('removal_recall'))} {f(ev.get('accuracy'))} {f(ev.get('format_rate'))}")
+    return "\n".join(lines)
