@@ -1,0 +1,315 @@
+"""`WeightedDPOTrainer`: TRL's DPOTrainer with per-token weights on the policy AND reference log-ratios.
+
+Where the weights enter (TRL 1.16 `DPOTrainer._compute_loss`, not copied): TRL calls the policy and then the
+reference through a fused LM head (`add_fused_lm_head`) that returns `FusedCausalLMOutput.log_probs`, `[2B, L-1]`,
+zero outside the completion, and sums them per row. A forward hook on the module that head was added to (the PEFT
+base model under PEFT, which serves both the policy and, adapter disabled, the reference; and the separate
+reference model if there is one) multiplies `log_probs` by the weights before TRL sums them. So every log-ratio
+TRL forms is `sum_t w_t (log pi_theta(y_t) - log pi_ref(y_t))`, for every loss type, and the metrics TRL logs are
+the weighted ones. No extra forward pass and no logits: the weights are computed once per batch from the first
+(policy) fused output (which also gives the weighter `logps` / `entropies` if it asks) and reused for the reference.
+
+Hooks for subclasses, called after TRL's loss with a `DPOTokenParts` (the unweighted per-token log-probs the hook
+captured, the weights, the mask, the per-token data columns):
+- `dpo_loss(trl_loss, parts)`: replace TRL's loss (cDPO's per-position form);
+- `extra_token_loss(parts)`: add a per-token term (T-REG's regulariser).
+
+`precompute_ref_log_probs=True`: TRL caches unweighted reference sums at init, which would not match weighted policy
+sums, so it is refused unless the weighter is `Uniform`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import is_peft_model
+from trl import DPOTrainer
+from trl.trainer.utils import FusedCausalLMOutput
+
+from tokrl.trainers import token_columns as tc
+from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
+from tokrl.weighting import TokenView, TokenWeighter, Uniform, build_weighter, weight_stats
+
+logger = logging.getLogger(__name__)
+
+# What a DPO weighter can be given: the policy's own fused outputs (the reference runs after the weights are needed).
+DPO_NEEDS = frozenset({"logps", "entropies"})
+
+
+@dataclass
+class DPOTokenParts:
+    """Per-token tensors of one DPO batch, `[2B, L-1]` (rows: chosen 0..B-1, then rejected), log-prob aligned.
+
+    `policy_logps` carries grad and is unweighted; `ref_logps` is unweighted (None when TRL read precomputed
+    reference sums, then `ref_sums` holds them). `weights` is what multiplied both before TRL summed them.
+    """
+
+    policy_logps: torch.Tensor
+    ref_logps: torch.Tensor | None
+    ref_sums: torch.Tensor | None
+    weights: torch.Tensor
+    mask: torch.Tensor
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return self.policy_logps.shape[0] // 2
+
+    def logratios(self, weighted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen, rejected) sequence log-ratios `sum_t w_t (logp - ref)`, `[B]` each, as TRL's DPO loss sees them."""
+        w = self.weights if weighted else self.mask
+        policy = (self.policy_logps * w).sum(1)
+        if self.ref_logps is not None:
+            ref = (self.ref_logps * w).sum(1)
+        else:
+            if weighted is False and not torch.equal(self.weights, self.mask):
+                raise ValueError("unweighted log-ratios need per-token reference log-probs (no precompute)")
+            ref = self.ref_sums
+        return (policy - ref).chunk(2)
+
+
+class _Pass:
+    """State of one compute_loss / compute_ref_log_probs call, filled by the forward hook."""
+
+    def __init__(self, inputs, columns):
+        self.inputs = inputs
+        self.columns = columns  # {name: [2B, L]} token-aligned
+        self.weights: torch.Tensor | None = None  # [2B, L-1]
+        self.captured: list[torch.Tensor] = []  # unweighted log_probs of each fused forward, in call order
+        self.view: TokenView | None = None
+
+
+class WeightedDPOTrainer(DPOTrainer):
+    """DPO whose per-token log-ratios are multiplied by `weighter(view)` before TRL sums them.
+
+    Args:
+        weighter: a `TokenWeighter` (or a registry spec); defaults to `args.weighting`, then uniform. It may read
+            per-token dataset columns (`weighter.columns`: a name `n` means the dataset columns `chosen_n` and
+            `rejected_n`, aligned as described in `tokrl.trainers.token_columns`) and the policy's `logps` /
+            `entropies`. Its view is `[2B, L-1]`: chosen rows then rejected rows, in TRL's log-prob layout.
+        Everything else is passed to `trl.DPOTrainer` unchanged.
+    """
+
+    _tag_names = ["trl", "dpo", "tokrl"]
+    config_class = WeightedDPOConfig
+
+    def __init__(self, model, ref_model=None, args=None, *pargs, weighter: TokenWeighter | dict | str | None = None, **kwargs):
+        spec = weighter if weighter is not None else getattr(args, "weighting", None)
+        self.weighter = build_weighter(spec)
+        self.uniform = type(self.weighter) is Uniform
+        unsupported = self.weighter.all_needs() - DPO_NEEDS
+        if unsupported:
+            raise ValueError(
+                f"weighter {type(self.weighter).__name__} needs {sorted(unsupported)}, which a DPO trainer cannot give "
+                f"before the loss; supported: {sorted(DPO_NEEDS)} and per-token dataset columns"
+            )
+        self.column_names = tuple(dict.fromkeys(tuple(self.weighter.all_columns()) + tuple(self.extra_column_names(args))))
+        if args is not None:
+            self.check_args(args)
+        self._pass: _Pass | None = None
+        self._hooks = []
+        super().__init__(model, ref_model, args, *pargs, **kwargs)
+        if self.column_names:
+            if self._is_vision_dataset:
+                raise ValueError("per-token columns are not supported for vision datasets")
+            for name, dataset in self._datasets():
+                tc.check_columns(dataset, self.column_names, self.args.max_length, self.args.truncation_mode, name)
+                tc.check_metadata(dataset, self._tokenizer, self.expected_metadata())
+            self.data_collator = tc.PairColumnCollator(
+                self.data_collator, self.column_names, self.args.max_length, self.args.truncation_mode
+            )
+        self._register_hooks()
+
+    # ---- configuration checks ---------------------------------------------------------------------------------
+
+    def extra_column_names(self, args) -> tuple[str, ...]:
+        """Per-token columns a subclass reads besides the weighter's (T-REG's token rewards)."""
+        return ()
+
+    def expected_metadata(self) -> dict:
+        """Values the dataset's `token_columns_meta` must carry, besides the tokenizer fingerprint."""
+        return {}
+
+    def check_args(self, args) -> None:
+        """Refuse TRL options whose meaning weighted log-ratios would silently change."""
+        if self.uniform:
+            return
+        if args.precompute_ref_log_probs:
+            raise ValueError(
+                "precompute_ref_log_probs=True caches unweighted reference log-prob sums at init, which do not match "
+                "the weighted policy sums; set precompute_ref_log_probs=False (or use uniform weighting)"
+            )
+        if getattr(args, "use_weighting", False):
+            raise ValueError("use_weighting=True (WPO) would reweight already token-weighted log-probs; set it False")
+        if getattr(args, "ld_alpha", None) is not None:
+            raise ValueError("ld_alpha (LD-DPO) splits token-weighted sums by position; unset ld_alpha")
+
+    def _datasets(self):
+        if self.train_dataset is not None:
+            yield "train", self.train_dataset
+        if isinstance(self.eval_dataset, dict):
+            yield from self.eval_dataset.items()
+        elif self.eval_dataset is not None:
+            yield "eval", self.eval_dataset
+
+    def _set_signature_columns_if_needed(self):
+        # Keep the per-token columns through `remove_unused_columns` (TRL 1.16 keeps only prompt/chosen/rejected
+        # ids and the ref log-probs; pinned by a test).
+        super()._set_signature_columns_if_needed()
+        for name in self.column_names:
+            for side in tc.SIDES:
+                column = tc.side_column(side, name)
+                if column not in self._signature_columns:
+                    self._signature_columns.append(column)
+
+    # ---- the forward hook -------------------------------------------------------------------------------------
+
+    def _fused_modules(self):
+        """The modules `add_fused_lm_head` patched: the policy's (PEFT: its base model) and a separate reference."""
+        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        modules = [policy]
+        if self.ref_model is not None:
+            ref = self.accelerator.unwrap_model(self.ref_model)
+            if ref is not policy:
+                modules.append(ref)
+        return modules
+
+    def _register_hooks(self):
+        for module in self._fused_modules():
+            self._hooks.append(module.register_forward_hook(self._on_fused_output))
+
+    def _on_fused_output(self, module, args, output):
+        state = self._pass
+        if state is None or not isinstance(output, FusedCausalLMOutput) or output.log_probs is None:
+            return None
+        log_probs = output.log_probs
+        state.captured.append(log_probs)
+        if state.weights is None:
+            state.weights = self.token_weights(state, output)
+        if self.uniform:
+            return None
+        w = state.weights.to(log_probs.dtype)
+        if log_probs.shape[1] > w.shape[1]:  # prompt-learning PEFT prepends virtual positions
+            w = F.pad(w, (log_probs.shape[1] - w.shape[1], 0))
+        output.log_probs = log_probs * w
+        return output
+
+    # ---- weights ----------------------------------------------------------------------------------------------
+
+    def build_view(self, state: _Pass, output: FusedCausalLMOutput | None) -> TokenView:
+        inputs = state.inputs
+        seq_len = inputs["completion_mask"].shape[1] - 1
+        view = TokenView(
+            completion_ids=inputs["input_ids"][:, 1:],
+            completion_mask=inputs["completion_mask"][:, 1:],
+            gather=self.gather_flat,
+        )
+        needs = self.weighter.all_needs()
+        if output is not None and "logps" in needs:
+            view.logps = output.log_probs[:, -seq_len:].detach()
+        if output is not None and "entropies" in needs:
+            view.entropies = output.entropy[:, -seq_len:].detach() if output.entropy is not None else None
+        for name, column in state.columns.items():
+            view.columns[name] = tc.shift_to_logps(column)
+        return view
+
+    def token_weights(self, state: _Pass, output: FusedCausalLMOutput | None) -> torch.Tensor:
+        view = self.build_view(state, output)
+        state.view = view
+        weights = self.weighter(view)
+        view.values["weight"] = weights
+        return weights
+
+    def gather_flat(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate a tensor across processes along dim 0 (lengths may differ per process)."""
+        if self.accelerator.num_processes == 1:
+            return x
+        x = x.float()
+        sizes = self.accelerator.gather(torch.tensor([x.shape[0]], device=x.device))
+        padded = self.accelerator.pad_across_processes(x, dim=0, pad_index=0)
+        gathered = self.accelerator.gather(padded)
+        chunk = padded.shape[0]
+        return torch.cat([gathered[i * chunk : i * chunk + int(s)] for i, s in enumerate(sizes.tolist())], dim=0)
+
+    # ---- loss -------------------------------------------------------------------------------------------------
+
+    def compute_ref_log_probs(self, model, inputs):
+        columns = tc.pop_columns(inputs)
+        self._pass = _Pass(inputs, columns)
+        try:
+            return super().compute_ref_log_probs(model, inputs)
+        finally:
+            self._pass = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        columns = tc.pop_columns(inputs)
+        missing = [n for n in self.column_names if n not in columns]
+        if missing:
+            raise KeyError(f"the batch has no per-token column(s) {missing}: the data collator must add them")
+        state = _Pass(inputs, columns)
+        self._pass = state
+        try:
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        finally:
+            self._pass = None
+        loss, outputs = result if return_outputs else (result, None)
+        parts = self.token_parts(state, inputs)
+        loss = self.dpo_loss(loss, parts)
+        extra = self.extra_token_loss(parts)
+        if extra is not None:
+            loss = loss + extra
+        self.log_weights(parts)
+        return (loss, outputs) if return_outputs else loss
+
+    def token_parts(self, state: _Pass, inputs) -> DPOTokenParts:
+        mask = inputs["completion_mask"][:, 1:].to(state.captured[0].dtype)
+        seq_len = mask.shape[1]
+        if len(state.captured) not in (1, 2):
+            raise RuntimeError(
+                f"expected the policy and at most one reference fused forward per batch, saw {len(state.captured)}; "
+                "TRL's DPOTrainer call order changed"
+            )
+        policy = state.captured[0][:, -seq_len:]
+        ref = state.captured[1][:, -seq_len:] if len(state.captured) == 2 else None
+        ref_sums = None
+        if ref is None:
+            ref_sums = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(policy.dtype)
+        columns = {name: tc.shift_to_logps(col).to(policy.dtype) for name, col in state.columns.items()}
+        return DPOTokenParts(policy, ref, ref_sums, state.weights.to(policy.dtype), mask, columns)
+
+    def dpo_loss(self, trl_loss: torch.Tensor, parts: DPOTokenParts) -> torch.Tensor:
+        """The DPO part of the loss; TRL's (computed from the weighted log-ratios) unless a subclass replaces it."""
+        return trl_loss
+
+    def extra_token_loss(self, parts: DPOTokenParts) -> torch.Tensor | None:
+        """A per-token term added to the loss (a per-micro-batch mean, like TRL's); None = nothing."""
+        return None
+
+    # ---- logging ----------------------------------------------------------------------------------------------
+
+    @property
+    def _mode(self) -> str:
+        return "train" if self.model.training else "eval"
+
+    def log_metric(self, key: str, value: float) -> None:
+        self._metrics[self._mode][key].append(float(value))
+
+    def log_weights(self, parts: DPOTokenParts) -> None:
+        if self.uniform:
+            return
+        B = parts.batch_size
+        for side, rows in (("chosen", slice(0, B)), ("rejected", slice(B, None))):
+            valid = parts.mask[rows].bool()
+            values = self.gather_flat(parts.weights[rows][valid].detach().float())
+            for key, value in weight_stats(values, torch.ones_like(values)).items():
+                self.log_metric(f"weights/{side}_{key}", value)
+            if values.numel():
+                self.log_metric(f"weights/{side}_frac_above_0.5", (values > 0.5).float().mean().item())
+        if parts.ref_logps is not None:
+            chosen, rejected = parts.logratios(weighted=False)
+            margins = self.accelerator.gather(self.beta * (chosen - rejected).detach())
+            self.log_metric("unweighted_rewards/margins", margins.mean().item())
+            self.log_metric("unweighted_rewards/accuracies", (margins > 0).float().mean().item())

@@ -1,0 +1,47 @@
+"""`WeightedDPOConfig`: TRL's `DPOConfig` plus the per-token weighting field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import DPOConfig
+
+from tokrl.trainers.device_defaults import resolve_device_defaults
+
+
+@dataclass
+class WeightedDPOConfig(DPOConfig):
+    r"""
+    Configuration for [`WeightedDPOTrainer`]: every field of TRL's `DPOConfig`, plus:
+
+    > Parameters that control token weighting
+
+    weighting (`str` or `dict`, *optional*, defaults to `None`):
+        Weighter spec, resolved by name through the tokrl registry, e.g. `{"name": "column", "column":
+        "token_weights"}` to read the dataset columns `chosen_token_weights` / `rejected_token_weights`. The
+        weights multiply the per-token log-probs of the policy and of the reference before TRL sums them, so
+        every DPO log-ratio becomes `sum_t w_t (log pi_theta - log pi_ref)`. `None` means uniform weights, i.e.
+        plain DPO. A `weighter=` object passed to the trainer takes precedence.
+
+    `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present, fp32
+    and no checkpointing on a CPU.
+    """
+
+    weighting: Any = field(
+        default=None,
+        metadata={
+            "help": "Weighter spec (name or mapping with 'name'); its weights multiply policy and reference "
+            "per-token log-probs. None = uniform, i.e. plain DPO."
+        },
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator, off on CPU."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on CPU."}
+    )
+
+    def __post_init__(self):
+        resolve_device_defaults(self)
+        super().__post_init__()
