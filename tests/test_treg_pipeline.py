@@ -1,0 +1,132 @@
+"""T-REG scoring: r_t by hand, completion ids placed right after the contrastive contexts, trainer alignment."""
+
+import json
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+
+from tokrl.models import tiny_model
+from tokrl.pipelines.treg import (
+    TEMPLATES,
+    TREGScoreSettings,
+    build_scoring_examples,
+    context_ids,
+    reward_stats,
+    score_pairs,
+    score_stage,
+    token_rewards,
+)
+from tokrl.trainers.token_columns import completion_token_ids, read_metadata, tokenizer_fingerprint
+
+PAIR = {
+    "prompt": [{"role": "user", "content": "What is 2 + 3?"}],
+    "chosen": [{"role": "assistant", "content": "5"}],
+    "rejected": [{"role": "assistant", "content": "It is 6."}],
+}
+
+
+def test_token_reward_formula_by_hand():
+    assert token_rewards([-1.0, -2.0], [-2.0, -1.0]) == pytest.approx([0.231059, -0.231059], abs=1e-6)
+    assert token_rewards([0.7], [0.0]) == pytest.approx([0.168188], abs=1e-6)
+    assert token_rewards([-1e4, 0.0], [0.0, -1e4]) == [-0.5, 0.5]  # saturates, never overflows
+
+
+def _sharp_tiny_model(seed=2):
+    """The tiny random model with a scaled-up LM head, so its distributions (and r_t) are far from uniform."""
+    model, tokenizer = tiny_model(seed=seed)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)
+    return model, tokenizer
+
+
+def _full_logps(model, ids):
+    """Reference: one plain forward with full logits; logp of ids[t] read at position t-1."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    return torch.log_softmax(logits, -1)
+
+
+@pytest.mark.parametrize("template", ["revision", "instruction"])
+def test_contexts_hold_the_trainers_ids_and_rewards_match_a_full_forward(template):
+    model, tokenizer = _sharp_tiny_model()
+    settings = TREGScoreSettings(template=template)
+    completion, examples, cut = build_scoring_examples(tokenizer, PAIR, settings)
+    assert cut == 0
+    assert completion == completion_token_ids(tokenizer, PAIR)  # exactly the DPO trainer's ids, EOS included
+    assert tokenizer.decode(completion["rejected"]).startswith("It is 6.<|im_end|>")
+    # the contexts are the rendered templates through the chat template, with the completion appended as is
+    for k, (side, which) in enumerate([("chosen", "better"), ("chosen", "worse"), ("rejected", "better"),
+                                       ("rejected", "worse")]):
+        draft = PAIR[side][0]["content"]
+        text = TEMPLATES[template][which].format(prompt="What is 2 + 3?", response=draft)
+        want = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+        assert examples[k]["prompt_ids"] == tokenizer(want, add_special_tokens=False)["input_ids"]
+        assert examples[k]["completion_ids"] == completion[side]
+    meta = "m"
+    row = score_pairs(model, tokenizer, Dataset.from_list([PAIR]), settings, meta)[0]
+    for side, (better, worse) in (("chosen", examples[0:2]), ("rejected", examples[2:4])):
+        ids = completion[side]
+        expect, shifted = [], []
+        lp_b = _full_logps(model, better["prompt_ids"] + ids)
+        lp_w = _full_logps(model, worse["prompt_ids"] + ids)
+        pb, pw = len(better["prompt_ids"]), len(worse["prompt_ids"])
+        for t, tok in enumerate(ids):
+            a, b = lp_b[pb + t - 1, tok].item(), lp_w[pw + t - 1, tok].item()
+            expect.append(1 / (1 + math.exp(-(a - b))) - 0.5)
+            if t + 1 < len(ids):  # off by one: the log-prob read one position late
+                shifted.append(1 / (1 + math.exp(-(lp_b[pb + t, tok].item() - lp_w[pw + t, tok].item()))) - 0.5)
+        assert row[f"{side}_token_rewards"] == pytest.approx(expect, abs=1e-5)
+        assert max(abs(r) for r in expect) > 0.02  # a real signal, so the off-by-one check below means something
+        assert row[f"{side}_token_rewards"][:-1] != pytest.approx(shifted, abs=1e-3)
+        assert row[f"{side}_token_ids"] == ids
+        assert all(-0.5 < r < 0.5 for r in row[f"{side}_token_rewards"])
+    assert row["treg_contexts_cut"] == 0 and row["token_columns_meta"] == meta
+
+
+def test_long_drafts_are_cut_inside_the_context_never_in_the_completion():
+    model, tokenizer = tiny_model(seed=2)
+    long_pair = dict(PAIR, rejected=[{"role": "assistant", "content": "six " * 40}])
+    empty_ctx = len(context_ids(tokenizer, TEMPLATES["revision"]["worse"], PAIR["prompt"], ""))
+    limit = empty_ctx + len(completion_token_ids(tokenizer, long_pair)["rejected"]) + 30
+    completion, examples, cut = build_scoring_examples(tokenizer, long_pair, TREGScoreSettings(max_context_length=limit))
+    assert cut == 2  # both rejected contexts (better, worse) were shortened; the chosen ones fit
+    for ex in examples[2:]:
+        assert ex["completion_ids"] == completion["rejected"]
+        assert limit - 35 <= len(ex["prompt_ids"]) + len(ex["completion_ids"]) <= limit
+
+
+def test_custom_and_unknown_templates():
+    s = TREGScoreSettings(better="Good: {prompt}", worse="Bad: {prompt}")
+    assert s.templates == {"better": "Good: {prompt}", "worse": "Bad: {prompt}"}
+    assert s.template_hash() != TREGScoreSettings().template_hash()
+    with pytest.raises(ValueError, match="did you mean 'revision'"):
+        TREGScoreSettings(template="revison")
+    with pytest.raises(ValueError, match="placeholder"):
+        TREGScoreSettings(better="no prompt here", worse="{prompt}")
+    with pytest.raises(ValueError, match="both"):
+        TREGScoreSettings(better="{prompt}")
+
+
+def test_score_stage_writes_aligned_columns_and_metadata(tmp_path):
+    model, tokenizer = tiny_model(seed=2)
+    plain = {"prompt": "Q: 1 + 1 =", "chosen": " 2", "rejected": " 3 or so"}
+    pairs = Dataset.from_list([PAIR, dict(PAIR, chosen=[{"role": "assistant", "content": "five"}])])
+    out = score_stage(tmp_path / "s", model, tokenizer, pairs, TREGScoreSettings(shard_size=1), evaluator_id="tiny")
+    for row, example in zip(out, pairs):
+        ids = completion_token_ids(tokenizer, example)
+        for side in ("chosen", "rejected"):
+            assert len(row[f"{side}_token_rewards"]) == len(ids[side])
+    meta = read_metadata(out)
+    assert meta["tokenizer"] == tokenizer_fingerprint(tokenizer) and meta["evaluator"] == "tiny"
+    assert meta["template_hash"] == TREGScoreSettings().template_hash()
+    stats = reward_stats(out)
+    assert stats["pairs"] == 2 and 0.0 <= stats["frac_pairs_chosen_higher"] <= 1.0
+    flat_c = [v for r in out["chosen_token_rewards"] for v in r]
+    assert stats["mean_r_chosen"] == pytest.approx(sum(flat_c) / len(flat_c))
+    # plain-text pairs: the completion carries the EOS the trainer appends
+    plain_out = score_pairs(model, tokenizer, Dataset.from_list([plain]), TREGScoreSettings(), json.dumps({}))[0]
+    assert plain_out["rejected_token_ids"][-1] == tokenizer.eos_token_id
+    assert len(plain_out["rejected_token_rewards"]) == len(completion_token_ids(tokenizer, plain)["rejected"])
