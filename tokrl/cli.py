@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, path in _available().items():
         module = importlib.import_module(path)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        p.add_argument("--debug", action="store_true", help="show full tracebacks")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tokrl: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one readable line; --debug shows the traceback
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         kind = "" if type(exc).__name__ in ("RecipeError",) else f"{type(exc).__name__}: "

@@ -1,0 +1,127 @@
+"""`tokrl train RECIPE.yaml [key=value ...]`: one YAML file describes a GRPO-family run end to end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from tokrl.recipe import RecipeError, check_keys, load_recipe
+
+HELP = "train a GRPO-family recipe (grpo, forking_grpo, thr_grpo): tokrl train RECIPE.yaml [key=value ...]"
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "reward", "weighting", "trainer", "eval",
+               "output_dir", "peft", "description")
+EVAL_KEYS = ("before", "after", "max_new_tokens", "batch_size", "num_prompts", "pass_k", "num_samples", "temperature")
+DEFAULT_EVAL = {"before": True, "after": True, "max_new_tokens": None, "batch_size": 50, "num_prompts": None,
+                "pass_k": [], "num_samples": None, "temperature": 1.0}
+
+logger = logging.getLogger("tokrl")
+
+
+def add_arguments(parser):
+    parser.add_argument("recipe", help="recipe YAML file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=2")
+
+
+def run(args) -> int:
+    result = train_recipe(args.recipe, args.overrides)
+    print(json.dumps({k: v for k, v in result.items() if k != "trainer"}, indent=1))
+    return 0
+
+
+def build_task(spec, file):
+    from tokrl.data import TASKS
+
+    spec = dict(spec or {"name": "arithmetic"})
+    name = spec.pop("name", "arithmetic")
+    if name not in TASKS:
+        from tokrl.recipe import did_you_mean
+
+        raise RecipeError(f"{file}: unknown task '{name}'{did_you_mean(name, TASKS)}; known: {', '.join(TASKS)}")
+    import dataclasses
+
+    task_cls = TASKS[name]
+    check_keys(spec, [f.name for f in dataclasses.fields(task_cls)], "task", file)
+    try:
+        return task_cls(**spec)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{file}: {exc}") from None
+
+
+def train_recipe(recipe_path, overrides=(), callbacks=()):
+    """Run a GRPO-family recipe; returns a summary dict (accuracy before/after, run dir, trainer)."""
+    from tokrl.methods import grpo_method
+    from tokrl.models import load_model
+    from tokrl.recipe import build_config
+    from tokrl.rewards import resolve_rewards
+    from tokrl.run_dir import attach_run_callbacks, write_run_info
+
+    file = recipe_path
+    recipe = load_recipe(recipe_path, list(overrides))
+    check_keys(recipe, RECIPE_KEYS, "", file, required=("method", "model"))
+    trainer_cls, config_cls = grpo_method(recipe["method"], file)
+    if recipe.get("weighting") is not None and recipe["method"] != "grpo":
+        raise RecipeError(f"{file}: 'weighting' is for method 'grpo'; '{recipe['method']}' sets its own weighter "
+                          f"(use method: grpo with a composed weighting spec)")
+    eval_cfg = {**DEFAULT_EVAL, **check_keys(recipe.get("eval"), EVAL_KEYS, "eval", file)}
+    trainer_section = dict(recipe.get("trainer") or {})
+    output_dir = recipe.get("output_dir") or trainer_section.get("output_dir") or f"runs/{Path(file).stem}"
+    trainer_section["output_dir"] = str(output_dir)
+    if recipe.get("weighting") is not None:
+        trainer_section["weighting"] = recipe["weighting"]
+    config = build_config(config_cls, trainer_section, file, "trainer", report_to="none")
+    task = build_task(recipe.get("task"), file)
+    rewards = resolve_rewards(recipe.get("reward") or ["accuracy"])
+
+    from tokrl.weighting import build_weighter
+
+    try:  # validate the weighting spec before the (slow) model load
+        build_weighter(recipe.get("weighting"))
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"{file}: invalid 'weighting': {exc}") from None
+
+    data = task.build()
+    model, tokenizer = load_model(recipe["model"], trust_remote_code=bool(recipe.get("trust_remote_code", False)))
+    peft_config = None
+    if recipe.get("peft"):
+        from peft import LoraConfig
+
+        try:
+            peft_config = LoraConfig(**recipe["peft"])
+        except TypeError as exc:
+            raise RecipeError(f"{file}: invalid 'peft' settings: {exc}") from None
+
+    eval_data = data["eval"]
+    if eval_cfg["num_prompts"]:
+        eval_data = eval_data.select(range(min(int(eval_cfg["num_prompts"]), len(eval_data))))
+    eval_kwargs = dict(max_new_tokens=eval_cfg["max_new_tokens"] or config.max_completion_length,
+                       batch_size=eval_cfg["batch_size"], k=eval_cfg["pass_k"] or (),
+                       num_samples=eval_cfg["num_samples"], temperature=eval_cfg["temperature"])
+    summary = {"method": recipe["method"], "output_dir": str(output_dir)}
+    run_dir = Path(output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(run_dir, recipe, file)
+
+    from tokrl.evaluation import evaluate
+
+    if eval_cfg["before"] and len(eval_data):
+        t0 = time.time()
+        summary["eval_before"] = evaluate(model, tokenizer, eval_data, **eval_kwargs)
+        logger.info("eval before training: %s (%.0fs)", summary["eval_before"], time.time() - t0)
+        print(f"[tokrl] eval before training: {summary['eval_before']}", flush=True)
+
+    trainer = trainer_cls(model=model, reward_funcs=rewards, args=config, train_dataset=data["train"],
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    attach_run_callbacks(trainer, run_dir)
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    summary["train_seconds"] = round(time.time() - t0, 1)
+    trainer.save_model(str(run_dir / "final"))
+
+    if eval_cfg["after"] and len(eval_data):
+        summary["eval_after"] = evaluate(trainer.model, tokenizer, eval_data, **eval_kwargs)
+        print(f"[tokrl] eval after training: {summary['eval_after']}", flush=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary["trainer"] = trainer
+    return summary

@@ -1,0 +1,112 @@
+"""Evaluate a policy on a task's eval split: greedy accuracy and sampled pass@k (unbiased estimator)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from tokrl.rewards import accuracy_reward
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if k < 1 or n < k:
+        raise ValueError(f"pass@k needs 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence,
+    *,
+    max_new_tokens: int = 24,
+    batch_size: int = 32,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    do_sample: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[list[str]]:
+    """Completions for chat (list of messages) or plain-text prompts: `num_samples` strings per prompt."""
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = next(model.parameters()).device
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
+        for p in prompts
+    ]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    out: list[list[str]] = []
+    try:
+        for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="generating"):
+            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(device)
+            ids = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature if do_sample else None,
+                top_p=1.0 if do_sample else None,
+                top_k=0 if do_sample else None,
+                num_return_sequences=num_samples,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            out.extend(decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples))
+    finally:
+        torch.random.set_rng_state(generator_state)
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out
+
+
+def evaluate_accuracy(model, tokenizer, dataset, *, max_new_tokens: int = 24, batch_size: int = 32,
+                      reward: Callable = accuracy_reward, progress: bool = False) -> float:
+    """Mean greedy reward (accuracy for a 0/1 reward) on a dataset with `prompt` and `answer` columns."""
+    return evaluate(model, tokenizer, dataset, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    reward=reward, progress=progress)["accuracy"]
+
+
+def evaluate(
+    model,
+    tokenizer,
+    dataset,
+    *,
+    max_new_tokens: int = 24,
+    batch_size: int = 32,
+    k: Sequence[int] = (),
+    num_samples: int | None = None,
+    temperature: float = 1.0,
+    reward: Callable = accuracy_reward,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Greedy accuracy, and pass@k for each k from `num_samples` (default max k) sampled completions per prompt."""
+    prompts, answers = list(dataset["prompt"]), list(dataset["answer"])
+    if not prompts:
+        raise ValueError("evaluation dataset is empty")
+    greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                      progress=progress)
+    scores = reward([g[0] for g in greedy], answer=answers)
+    result = {"accuracy": sum(scores) / len(scores), "num_prompts": float(len(prompts))}
+    if k:
+        n = num_samples or max(k)
+        samples = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                           batch_size=max(1, batch_size // n), num_samples=n, temperature=temperature,
+                           do_sample=True, seed=seed, progress=progress)
+        correct = [int(sum(reward(s, answer=[a] * len(s)))) for s, a in zip(samples, answers)]
+        for kk in k:
+            result[f"pass@{kk}"] = sum(pass_at_k(n, c, kk) for c in correct) / len(correct)
+    return result

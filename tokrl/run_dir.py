@@ -1,0 +1,30 @@
+"""What every run leaves in its directory: the resolved recipe, metrics.jsonl, token dumps, a summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+
+def write_run_info(run_dir: Path, recipe: dict, source) -> None:
+    """The resolved recipe (after overrides) next to the outputs, so a run is auditable and re-runnable."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(f"# resolved from {source}\n" + yaml.safe_dump(recipe, sort_keys=False))
+
+
+def attach_run_callbacks(trainer, run_dir: Path) -> None:
+    """metrics.jsonl (and token dumps when the config asks) from the diagnostics package, when installed."""
+    try:
+        from tokrl.diagnostics.metrics_log import MetricsLogCallback
+    except ImportError:
+        MetricsLogCallback = None
+    if MetricsLogCallback is not None:
+        MetricsLogCallback.attach(trainer, Path(run_dir) / "metrics.jsonl")
+    if getattr(trainer.args, "token_dump_steps", 0):
+        try:
+            from tokrl.diagnostics.token_dump import TokenDumpCallback
+        except ImportError:
+            return
+        TokenDumpCallback.attach(trainer)
