@@ -101,6 +101,7 @@ def count_ties(scores: np.ndarray, mask: np.ndarray, threshold: Threshold) -> in
     """Response tokens of one row whose score equals tau (for the tie quota of later rows)."""
     if threshold.tau_key is None:
         return 0
+    mask = np.asarray(mask, dtype=bool)
     return int((float_keys(np.where(mask, scores, 0.0))[mask] == threshold.tau_key).sum())
 
 
