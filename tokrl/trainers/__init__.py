@@ -11,3 +11,6 @@ from tokrl.trainers.cdpo import CDPOConfig, CDPOTrainer  # noqa: E402
 from tokrl.trainers.treg import TREGConfig, TREGTrainer  # noqa: E402
 
 __all__ += ["WeightedDPOConfig", "WeightedDPOTrainer", "CDPOConfig", "CDPOTrainer", "TREGConfig", "TREGTrainer"]
+from tokrl.trainers.thr_grpo import THRGRPOConfig, THRGRPOTrainer  # noqa: E402
+
+__all__ += ["THRGRPOConfig", "THRGRPOTrainer"]
