@@ -64,11 +64,7 @@ function setup() {
   sel.onchange = () => { st.value = sel.value; render(); };
   const g = $('group');
   g.innerHTML = '<option value="">all</option>' + D.groups.map(x => '<option>' + esc(x) + '</option>').join('');
-  g.onchange = () => {
-    st.group = g.value;
-    st.idx = S.map((_, i) => i).filter(i => st.group === '' || String(S[i].g) === st.group);
-    st.page = 0; render();
-  };
+  g.onchange = () => { filterGroup(g.value); st.page = 0; render(); };
   $('size').value = String(st.size);
   $('size').onchange = () => { st.size = +$('size').value; st.page = 0; render(); };
   $('prev').onclick = () => go(st.page - 1);
@@ -97,6 +93,25 @@ function setup() {
     tip.style.left = Math.min(e.clientX + 14, window.innerWidth - 430) + 'px'; tip.style.top = (e.clientY + 16) + 'px';
   });
   box.addEventListener('mouseleave', () => { tip.hidden = true; });
+}
+
+function filterGroup(g) {
+  st.group = g;
+  st.idx = S.map((_, i) => i).filter(i => st.group === '' || String(S[i].g) === st.group);
+}
+
+// "#value=thr&group=step%2010&page=2" opens the report there (and is kept up to date: links can be shared)
+function readHash() {
+  const h = new URLSearchParams(location.hash.slice(1));
+  if (h.has('value') && D.names.includes(h.get('value'))) { st.value = h.get('value'); $('value').value = st.value; }
+  if (h.has('group') && D.groups.includes(h.get('group'))) { filterGroup(h.get('group')); $('group').value = st.group; }
+  if (h.has('page')) st.page = Math.max(0, Math.min(Math.ceil(st.idx.length / st.size) - 1, (+h.get('page') || 1) - 1));
+}
+
+function writeHash() {
+  const h = new URLSearchParams({value: st.value, page: String(st.page + 1)});
+  if (st.group) h.set('group', st.group);
+  try { history.replaceState(null, '', '#' + h.toString()); } catch (e) { /* some file:// contexts refuse */ }
 }
 
 function go(p) {
@@ -140,9 +155,11 @@ function render() {
       '<div class="toks">' + toks + '</div></section>');
   }
   $('samples').innerHTML = out.length ? out.join('') : '<div class="empty-page">no samples</div>';
+  writeHash();
 }
 
 setup();
+readHash();
 render();
 """
 
