@@ -105,8 +105,11 @@ def test_callbacks_on_a_tiny_weighted_grpo_run(tiny, tmp_path):
         weighting={"name": "entropy_quantile", "rho": 0.5, "scope": "batch"},
         max_steps=4, token_dump_steps=2, token_dump_samples=3,
     )
-    TokenDumpCallback.attach(trainer)
-    MetricsLogCallback.attach(trainer)
+    dump = TokenDumpCallback.attach(trainer)
+    log = MetricsLogCallback.attach(trainer)
+    # attaching again (the CLI and the trainer may both do it) must not write every line twice
+    assert TokenDumpCallback.attach(trainer) is dump
+    assert MetricsLogCallback.attach(trainer, tmp_path / "metrics.jsonl") is log
     trainer.train()
 
     info = json.loads((tmp_path / "run_info.json").read_text())

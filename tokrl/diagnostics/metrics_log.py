@@ -36,6 +36,11 @@ class MetricsLogCallback(TrainerCallback):
 
     @classmethod
     def attach(cls, trainer, path: str | Path | None = None) -> "MetricsLogCallback":
+        """Register on `trainer` (once per target file: attaching twice never writes each line twice)."""
+        target = Path(path) if path is not None else Path(trainer.args.output_dir) / METRICS
+        for existing in trainer.callback_handler.callbacks:
+            if isinstance(existing, cls) and (existing.path or Path(trainer.args.output_dir) / METRICS) == target:
+                return existing
         callback = cls(path)
         trainer.add_callback(callback)
         return callback

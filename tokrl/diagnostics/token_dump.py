@@ -221,7 +221,10 @@ class TokenDumpCallback(TrainerCallback):
 
     @classmethod
     def attach(cls, trainer, **kwargs) -> "TokenDumpCallback":
-        """Create the callback for `trainer` and register it; returns the callback."""
+        """Register a dump callback on `trainer` (once: a second call returns the first callback)."""
+        for existing in trainer.callback_handler.callbacks:
+            if isinstance(existing, cls) and existing.trainer is trainer:
+                return existing
         callback = cls(trainer, **kwargs)
         trainer.add_callback(callback)
         return callback
