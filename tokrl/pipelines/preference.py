@@ -316,3 +316,289 @@ def response_text(response: Any) -> str:
     if isinstance(response, list):
         return "".join(m.get("content", "") for m in response if isinstance(m, dict))
     return str(response)
+
+
+# ---- plumbing shared by the cDPO and T-REG pipelines: stage runner, recipe sections, DPO training, evaluation -----
+
+
+class StopPipeline(Exception):
+    """Raised by `Runner.step` after the one stage asked for with `--stage` has run."""
+
+
+class Runner:
+    """Runs a pipeline's stages in order under `output_dir/<stage>`: complete stages are skipped by the stages
+    themselves; `only` runs one stage (its inputs must be complete); `overwrite` redoes the stages it applies to."""
+
+    def __init__(self, output_dir: str | Path, stages: tuple[str, ...], *, overwrite: bool = False,
+                 only: str | None = None, stop_after: str | None = None, file: str = "<recipe>"):
+        from tokrl.recipe import RecipeError, did_you_mean
+
+        if only is not None and only not in stages:
+            raise RecipeError(f"unknown stage '{only}'{did_you_mean(only, stages)}; stages: {', '.join(stages)}")
+        self.output_dir = Path(output_dir)
+        self.stages = stages
+        self.overwrite = overwrite
+        self.only = only
+        self.stop_after = stop_after
+        self.file = file
+        self.log: list[str] = []
+
+    def dir(self, name: str) -> Path:
+        return self.output_dir / name
+
+    def step(self, name: str, compute: Callable[[bool], Any], load: Callable[[Path], Any] | None = None):
+        """`compute(overwrite)` runs (or skips) the stage; with `only` set, other stages are loaded, not run."""
+        from tokrl.pipelines.stage import StageError, is_complete, load_stage
+
+        if self.only is not None and name != self.only:
+            if not is_complete(self.dir(name)):
+                raise StageError(f"stage '{self.only}' needs the output of stage '{name}' ({self.dir(name)}), which "
+                                 f"is not complete; run it first (--stage {name}) or run the whole pipeline")
+            return (load or load_stage)(self.dir(name))
+        from tokrl.pipelines.stage import is_complete as done_before
+
+        skipped = done_before(self.dir(name)) and not self.overwrite
+        print(f"[tokrl] stage {name}: {'complete, skipping' if skipped else 'running'}", flush=True)
+        result = compute(self.overwrite)
+        self.log.append(name)
+        if name in (self.only, self.stop_after):
+            raise StopPipeline(name)
+        return result
+
+
+def lora_config(spec: dict | None, where: str, file):
+    """A peft `LoraConfig` from a recipe mapping (None -> no LoRA); bad keys are one-line errors."""
+    if spec is None:
+        return None
+    from peft import LoraConfig
+
+    from tokrl.recipe import RecipeError, check_keys
+
+    import dataclasses as _dc
+
+    check_keys(spec, [f.name for f in _dc.fields(LoraConfig) if f.init], where, file)
+    try:
+        return LoraConfig(**{"task_type": "CAUSAL_LM", **spec})
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{file}: invalid '{where}' settings: {exc}") from None
+
+
+def cpu_sane(config_cls) -> dict:
+    """Defaults for TRL configs that do not resolve device defaults themselves (SFTConfig): fp32, no
+    checkpointing on a CPU; TRL's own choices with an accelerator."""
+    from tokrl.trainers.device_defaults import has_accelerator
+
+    gpu = has_accelerator()
+    return {"bf16": gpu, "gradient_checkpointing": gpu, "report_to": "none"}
+
+
+def train_preference_stage(stage_dir: Path, name: str, trainer_cls, config, dataset: Dataset, load_base: Callable,
+                           lora, *, config_record: dict, input_fingerprint: str, overwrite: bool) -> Path:
+    """Train a DPO-family trainer into `stage_dir/artifact` (the saved adapter or model + tokenizer).
+
+    Trainer checkpoints go to `stage_dir/checkpoints` and a killed run resumes from the newest one; the stage is
+    marked complete only after the final save. `config_record` (the recipe sections) is what gets hashed.
+    """
+    import shutil
+
+    from tokrl.pipelines.stage import run_artifact_stage
+
+    checkpoints = stage_dir / "checkpoints"
+    if overwrite and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+
+    def build(tmp: Path):
+        import time
+
+        model, tokenizer = load_base()
+        config.output_dir = str(checkpoints)
+        trainer = trainer_cls(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                              peft_config=lora)
+        resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+        t0 = time.time()
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        logs = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
+        means: dict[str, float] = {}
+        for entry in logs:
+            for key, value in entry.items():
+                if isinstance(value, (int, float)) and "/" in key:
+                    means.setdefault(key, []).append(float(value))  # type: ignore[arg-type]
+        return {"train_loss": result.training_loss, "steps": trainer.state.global_step, "seconds": time.time() - t0,
+                "resumed": bool(resume), "mean_logged": {k: sum(v) / len(v) for k, v in means.items()}}
+
+    if len(dataset) == 0:
+        from tokrl.pipelines.stage import StageError
+
+        raise StageError(f"stage '{name}': no preference pairs to train on (the select stage produced none; sample "
+                         "more completions per prompt or change the sampling temperature)")
+    return run_artifact_stage(name, stage_dir, build, config_record, input_fingerprint=input_fingerprint,
+                              overwrite=overwrite)
+
+
+def load_trained(path: Path, load_base: Callable):
+    """The model a training stage saved: a LoRA adapter (merged onto a fresh base) or a full model."""
+    path = Path(path)
+    model, tokenizer = load_base()
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(path)).merge_and_unload(), tokenizer
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=next(model.parameters()).dtype), tokenizer
+
+
+@dataclass
+class EvalSettings:
+    """Greedy accuracy on the task's eval split, before and after training."""
+
+    before: bool = True
+    after: bool = True
+    num_prompts: int | None = None
+    max_new_tokens: int = 16
+    batch_size: int = 32
+
+
+def eval_stage(stage_dir: Path, name: str, get_model: Callable, eval_data: Dataset, settings: EvalSettings, *,
+               input_fingerprint: str, overwrite: bool) -> dict:
+    """Greedy accuracy (tokrl.evaluation.evaluate_accuracy) as a stage: its result lives in the manifest."""
+    from tokrl.pipelines.stage import run_artifact_stage, stage_metadata
+
+    def build(tmp: Path):
+        from tokrl.evaluation import evaluate_accuracy
+
+        model, tokenizer = get_model()
+        accuracy = evaluate_accuracy(model, tokenizer, eval_data, max_new_tokens=settings.max_new_tokens,
+                                     batch_size=settings.batch_size)
+        (tmp / "accuracy.json").write_text(f'{{"accuracy": {accuracy}, "num_prompts": {len(eval_data)}}}\n')
+        return {"accuracy": accuracy, "num_prompts": len(eval_data)}
+
+    config = {"settings": asdict(settings), "eval_rows": len(eval_data)}
+    run_artifact_stage(name, stage_dir, build, config, input_fingerprint=input_fingerprint, overwrite=overwrite)
+    return stage_metadata(stage_dir)
+
+
+def settings_from(cls, mapping: dict | None, where: str, file):
+    """A settings dataclass from a recipe section: unknown keys (with a suggestion) and bad values name the key."""
+    import dataclasses as _dc
+
+    from tokrl.recipe import RecipeError, check_keys
+
+    mapping = dict(check_keys(mapping, [f.name for f in _dc.fields(cls) if f.init], where, file))
+    try:
+        return cls(**mapping)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{file}: invalid '{where}' settings: {exc}") from None
+
+
+@dataclass
+class PairsSource:
+    """Where the pairs come from: a task (sample + select) or a DPO-format dataset (`data:`)."""
+
+    pairs: Dataset
+    fingerprint: str
+    eval_data: Dataset | None
+    stats: dict
+    samples_dir: Path | None = None
+
+
+def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model_id: str,
+               kinds: tuple[str, ...] = ("pairs",)) -> tuple[PairsSource, dict[str, tuple[Dataset, str]]]:
+    """Run `sample` and the `select_*` stages for `kinds` from the recipe's task, or load `data:` instead.
+
+    Returns the pairs and, per extra kind ("positive", "negative"), (dataset, fingerprint).
+    """
+    from tokrl.pipelines.stage import dataset_fingerprint, load_stage, stage_fingerprint
+    from tokrl.recipe import RecipeError, check_keys
+
+    extra: dict[str, tuple[Dataset, str]] = {}
+    eval_data = None
+    task = None
+    if recipe.get("task") is not None:
+        from tokrl.commands.train import build_task
+
+        task = build_task(recipe["task"], file)
+        built = task.build()
+        eval_data = built["eval"]
+    data = recipe.get("data")
+    if data is not None:
+        data = check_keys(data, ("path", "split", "hub", "num_pairs"), "data", file, required=("path",))
+        pairs = load_preference_dataset(str(data["path"]), split=data.get("split", "train"),
+                                        allow_hub=bool(data.get("hub", False)))
+        if data.get("num_pairs"):
+            pairs = pairs.select(range(min(int(data["num_pairs"]), len(pairs))))
+        fp = dataset_fingerprint(pairs)
+        for kind, side in (("positive", "chosen"), ("negative", "rejected")):
+            if kind in kinds:
+                sft = pairs.map(lambda r, s=side: {"completion": r[s]},
+                                remove_columns=[c for c in pairs.column_names if c != "prompt"])
+                extra[kind] = (sft, config_hash_of([fp, kind]))
+        return PairsSource(pairs, fp, eval_data, {"pairs": len(pairs), "source": str(data["path"])}), extra
+    if task is None:
+        raise RecipeError(f"{file}: set 'task' (pairs are sampled from it) or 'data' (a DPO-format dataset)")
+    sample_spec = dict(recipe.get("sample") or {})
+    num_prompts = sample_spec.pop("num_prompts", None)
+    shard_size = int(sample_spec.pop("shard_size", 64))
+    settings = settings_from(SampleSettings, sample_spec, "sample", file)
+    rules = settings_from(SelectRules, recipe.get("select"), "select", file)
+    prompts = built["train"]
+    if num_prompts:
+        prompts = prompts.select(range(min(int(num_prompts), len(prompts))))
+    reward_name = recipe.get("reward") or "accuracy"
+    from tokrl.rewards import resolve_rewards
+
+    try:
+        (reward_fn,) = resolve_rewards([reward_name] if isinstance(reward_name, str) else reward_name)
+    except ValueError as exc:
+        raise RecipeError(f"{file}: reward: {exc}") from None
+
+    def sample(overwrite):
+        model, tokenizer = load_base()
+        return sample_stage(runner.dir("sample"), model, tokenizer, prompts, reward_fn, settings,
+                            model_id=model_id, reward_id=str(reward_name), shard_size=shard_size, overwrite=overwrite)
+
+    samples = runner.step("sample", sample)
+    stats = selection_stats(samples, rules)
+    print(f"[tokrl] sampled: {stats}", flush=True)
+    out = {}
+    for kind in kinds:
+        name = "select_pairs" if kind == "pairs" else f"sft_{kind}"
+        out[kind] = runner.step(name, lambda ow, k=kind, n=name: select_stage(runner.dir(n), samples,
+                                                                                 runner.dir("sample"), k, rules,
+                                                                                 overwrite=ow))
+        fp = stage_fingerprint(runner.dir(name))
+        if kind != "pairs":
+            extra[kind] = (out[kind], fp)
+    pairs = out["pairs"] if "pairs" in out else load_stage(runner.dir("select_pairs"))
+    stats["pairs"] = len(pairs)
+    return PairsSource(pairs, stage_fingerprint(runner.dir("select_pairs")), eval_data, stats,
+                       runner.dir("sample")), extra
+
+
+def config_hash_of(obj) -> str:
+    from tokrl.pipelines.stage import config_hash
+
+    return config_hash(obj)
+
+
+def eval_split(source: PairsSource, settings: EvalSettings) -> Dataset | None:
+    data = source.eval_data
+    if data is None or len(data) == 0:
+        return None
+    if settings.num_prompts:
+        data = data.select(range(min(int(settings.num_prompts), len(data))))
+    return data
+
+
+def model_loader(model_id: str, trust_remote_code: bool = False) -> Callable:
+    """A function returning a fresh (model, tokenizer) each call (LoRA wrapping mutates a base model in place)."""
+
+    def load():
+        from tokrl.models import load_model
+
+        model, tokenizer = load_model(model_id, trust_remote_code=trust_remote_code)
+        return model, tokenizer
+
+    return load

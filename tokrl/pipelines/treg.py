@@ -237,3 +237,79 @@ def reward_stats(scored: Dataset) -> dict[str, float]:
         "contexts_with_cut_draft": sum(scored["treg_contexts_cut"]) if "treg_contexts_cut" in scored.column_names
         else 0,
     }
+
+
+# ---- the whole pipeline -----------------------------------------------------------------------------------------
+
+STAGES = ("sample", "select_pairs", "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo")
+RECIPE_KEYS = ("model", "trust_remote_code", "task", "data", "reward", "output_dir", "sample", "select", "score",
+               "train", "trainer", "baseline", "eval", "description")
+
+
+def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
+             stop_after: str | None = None) -> dict:
+    """`tokrl treg RECIPE.yaml`: sample -> select -> score -> train (+ evals, optional DPO baseline), skipping
+    complete stages; returns (and writes to `output_dir/summary.json`) a summary."""
+    from tokrl.pipelines.cdpo import _train_and_eval
+    from tokrl.pipelines.preference import (
+        EvalSettings,
+        Runner,
+        StopPipeline,
+        model_loader,
+        settings_from,
+        task_pairs,
+    )
+    from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
+    from tokrl.run_dir import write_run_info
+    from tokrl.trainers.treg import TREGConfig, TREGTrainer
+
+    file = str(recipe_path)
+    recipe = load_recipe(recipe_path, list(overrides))
+    check_keys(recipe, RECIPE_KEYS, "", file, required=("model",))
+    output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
+    model_id = str(recipe["model"])
+    load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
+    score_settings = settings_from(TREGScoreSettings, recipe.get("score"), "score", file)
+    eval_settings = settings_from(EvalSettings, recipe.get("eval"), "eval", file)
+    train = check_keys(recipe.get("train"), ("lora",), "train", file)
+    baseline = check_keys(recipe.get("baseline"), ("dpo",), "baseline", file)
+    trainer_section = dict(recipe.get("trainer") or {})
+    if "output_dir" in trainer_section:
+        raise RecipeError(f"{file}: set the top-level 'output_dir', not 'trainer.output_dir' (stages live under it)")
+    evaluator_id = score_settings.evaluator or model_id
+    config = build_config(TREGConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
+                          report_to="none", treg_expected_evaluator=evaluator_id,
+                          treg_expected_template_hash=score_settings.template_hash())
+    runner = Runner(output_dir, STAGES, overwrite=overwrite, only=stage, stop_after=stop_after, file=file)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(output_dir, recipe, file)
+    summary: dict = {"method": "treg", "output_dir": str(output_dir), "model": model_id,
+                     "template": score_settings.template, "treg_alpha": config.treg_alpha}
+    try:
+        source, _ = task_pairs(runner, recipe, file, load_base, model_id=model_id)
+        summary["sampling"] = source.stats
+
+        def score(ow):
+            from tokrl.trainers.token_columns import tokenizer_fingerprint
+
+            model, tokenizer = load_base()
+            if score_settings.evaluator and score_settings.evaluator != model_id:
+                evaluator, eval_tok = model_loader(score_settings.evaluator,
+                                                   bool(recipe.get("trust_remote_code", False)))()
+                if tokenizer_fingerprint(eval_tok) != tokenizer_fingerprint(tokenizer):
+                    raise RecipeError(f"{file}: score.evaluator '{score_settings.evaluator}' has another tokenizer "
+                                      f"than the model '{model_id}'; the token rewards must use the trainer's ids")
+                model = evaluator
+            return score_stage(runner.dir("score"), model, tokenizer, source.pairs, score_settings,
+                               evaluator_id=evaluator_id, input_fingerprint=source.fingerprint, overwrite=ow)
+
+        scored = runner.step("score", score)
+        summary["token_rewards"] = reward_stats(scored)
+        print(f"[tokrl] T-REG token rewards: {summary['token_rewards']}", flush=True)
+        lora_spec = train.get("lora")
+        summary.update(_train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, lora_spec,
+                                       trainer_section, eval_settings, baseline, trainer_cls=TREGTrainer))
+    except StopPipeline:
+        summary["stopped_after"] = stage or stop_after
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary

@@ -1,0 +1,139 @@
+"""cDPO pipeline: the weight rule by hand, and the whole pipeline end to end on the tiny model."""
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from tokrl.models import save_tiny_model
+from tokrl.pipelines.cdpo import ce_weights, contrast_model, end_positions, run_cdpo
+from tokrl.pipelines.stage import is_complete, load_stage, read_manifest
+from tokrl.recipe import RecipeError
+from tokrl.rewards import REWARDS
+from tokrl.trainers.token_columns import completion_token_ids
+
+
+def test_weight_rule_by_hand():
+    eos = 2
+    logps = [math.log(0.9), math.log(0.2), math.log(0.5)]
+    w, p = ce_weights(logps, [5, 6, eos], {eos}, rejected=True, weight_chosen=False, eos_weight=1.0)
+    assert w == pytest.approx([0.1, 0.8, 1.0]) and p == pytest.approx([0.9, 0.2, 0.5])
+    w, _ = ce_weights(logps, [5, 6, eos], {eos}, rejected=False, weight_chosen=False, eos_weight=1.0)
+    assert w == [1.0, 1.0, 1.0]
+    w, _ = ce_weights(logps, [5, 6, eos], {eos}, rejected=False, weight_chosen=True, eos_weight=1.0)
+    assert w == pytest.approx([0.9, 0.2, 1.0])
+    # chat templates put a newline after the end-of-turn token: both are end tokens
+    w, _ = ce_weights(logps, [5, eos, 10], {eos}, rejected=True, weight_chosen=False, eos_weight=1.0)
+    assert w == pytest.approx([0.1, 1.0, 1.0])
+    assert end_positions([5, 6], {eos}) == 2
+
+
+def even_length(completions, **kwargs):
+    """A reward the tiny random model can earn: 1 for an even number of characters."""
+    return [float(len(c) % 2 == 0) for c in completions]
+
+
+def _recipe(tmp_path, **extra):
+    model_dir = save_tiny_model(tmp_path / "model", seed=0)
+    recipe = {
+        "model": str(model_dir),
+        "task": {"name": "arithmetic", "max_value": 9, "num_train": 6, "num_eval": 4, "seed": 0},
+        "reward": "even_length",
+        "output_dir": str(tmp_path / "run"),
+        "sample": {"num_samples": 6, "max_new_tokens": 6, "batch_size": 6, "top_p": 1.0, "shard_size": 3},
+        "select": {"group_by": "text"},
+        "contrast": {"trainer": {"max_steps": 2, "per_device_train_batch_size": 2, "warmup_steps": 0,
+                                 "learning_rate": 1e-2}},
+        "score": {"batch_size": 4, "shard_size": 2},
+        "trainer": {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1,
+                    "save_strategy": "no", "max_length": 256},
+        "eval": {"num_prompts": 4, "max_new_tokens": 4, "batch_size": 4},
+        **extra,
+    }
+    path = tmp_path / "cdpo.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _full_logits_ce_prob(model, prompt_ids, ids, beta=1.0):
+    """Reference p_CE with full logits of each adapter: softmax((1+b) z_pos - b z_neg) at the realised token."""
+    full = torch.tensor([list(prompt_ids) + list(ids)])
+    with torch.no_grad():
+        model.set_adapter("positive")
+        z_pos = model(full).logits[0].float()
+        model.set_adapter("negative")
+        z_neg = model(full).logits[0].float()
+    g = torch.log_softmax((1 + beta) * z_pos - beta * z_neg, -1)
+    p = len(prompt_ids)
+    return [math.exp(g[p + t - 1, tok].item()) for t, tok in enumerate(ids)]
+
+
+def test_cdpo_pipeline_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
+    monkeypatch.setitem(REWARDS, "even_length", even_length)
+    recipe = _recipe(tmp_path)
+    summary = run_cdpo(recipe)
+    run = tmp_path / "run"
+    for stage in ("sample", "select_pairs", "sft_positive", "sft_negative", "contrast_positive",
+                  "contrast_negative", "score", "eval_before", "train", "eval_after"):
+        assert is_complete(run / stage), stage
+    samples = load_stage(run / "sample")
+    assert len(samples) == 6 and all(len(c) == 6 for c in samples["completions"])
+    scored = load_stage(run / "score")
+    assert len(scored) == summary["sampling"]["pairs"] > 0
+    # columns aligned with the DPO trainer's completion ids, weights = 1 - p_CE on rejected, 1 on chosen and EOS
+    from tokrl.models import load_model
+
+    _, tokenizer = load_model(str(tmp_path / "model"))
+    model, _ = contrast_model(lambda: load_model(str(tmp_path / "model")),
+                              run / "contrast_positive/artifact/adapter", run / "contrast_negative/artifact/adapter")
+    from tokrl.trainers.token_columns import tokenize_preference
+
+    for row in scored.select(range(min(2, len(scored)))):
+        ids = completion_token_ids(tokenizer, row)
+        assert row["rejected_token_ids"] == ids["rejected"] and row["chosen_token_ids"] == ids["chosen"]
+        assert len(row["rejected_token_weights"]) == len(ids["rejected"])
+        ref = _full_logits_ce_prob(model, tokenize_preference(tokenizer, row)["prompt_ids"], ids["rejected"])
+        assert row["rejected_ce_prob"] == pytest.approx(ref, abs=1e-5)
+        end = end_positions(ids["rejected"], {tokenizer.eos_token_id})
+        assert end < len(ids["rejected"])  # the end-of-turn token is part of the trainer's completion
+        expect = [1 - p for p in ref[:end]] + [1.0] * (len(ref) - end)
+        assert row["rejected_token_weights"] == pytest.approx(expect, abs=1e-5)
+        assert row["chosen_token_weights"] == [1.0] * len(ids["chosen"])
+    # the two adapters were trained (lora_B starts at zero) on different data
+    from safetensors.torch import load_file
+
+    pos = load_file(str(run / "contrast_positive/artifact/adapter/adapter_model.safetensors"))
+    neg = load_file(str(run / "contrast_negative/artifact/adapter/adapter_model.safetensors"))
+    b_keys = [k for k in pos if "lora_B" in k]
+    assert b_keys and all(pos[k].abs().sum() > 0 and not torch.equal(pos[k], neg[k]) for k in b_keys)
+    assert summary["weights"]["rejected_tokens"] == sum(len(r) for r in scored["rejected_ce_prob"])
+    assert summary["train"]["steps"] == 2 and math.isfinite(summary["train"]["train_loss"])
+    assert 0.0 <= summary["eval_before"]["accuracy"] <= 1.0 and summary["eval_after"]["num_prompts"] == 4
+    assert (run / "train/artifact/adapter_config.json").is_file()  # the policy is a LoRA (spec: r 16 on all proj)
+
+    # a finished pipeline is a no-op: same summary, no stage rewritten
+    stamps = {p: (run / p / "manifest.json").stat().st_mtime_ns for p in ("sample", "score", "train")}
+    again = run_cdpo(recipe)
+    assert {p: (run / p / "manifest.json").stat().st_mtime_ns for p in stamps} == stamps
+    assert again["weights"] == summary["weights"] and again["train"] == summary["train"]
+
+    # a changed setting is refused unless --overwrite; --stage runs one stage
+    with pytest.raises(Exception, match="different config.*overwrite"):
+        run_cdpo(recipe, ["score.beta_ce=0.5"])
+    out = run_cdpo(recipe, ["score.beta_ce=0.5"], overwrite=True, stage="score")
+    assert out["stopped_after"] == "score" and read_manifest(run / "score")["config"]["settings"]["beta_ce"] == 0.5
+    assert read_manifest(run / "train")["done"]  # untouched by --stage score
+
+
+def test_recipe_errors_name_the_key_and_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(REWARDS, "even_length", even_length)
+    recipe = _recipe(tmp_path)
+    with pytest.raises(RecipeError, match=r"cdpo.yaml: unknown key 'score.beta_cee' \(did you mean 'beta_ce'\?\)"):
+        run_cdpo(recipe, ["score.beta_cee=1"])
+    with pytest.raises(RecipeError, match=r"unknown key 'trainer.betta' \(did you mean 'beta'\?\)"):
+        run_cdpo(recipe, ["trainer.betta=0.1"])
+    with pytest.raises(RecipeError, match=r"unknown key 'contrast.lora.rank'"):
+        run_cdpo(recipe, ["contrast.lora.rank=4"])
+    with pytest.raises(RecipeError, match="unknown stage 'scor'.*did you mean 'score'"):
+        run_cdpo(recipe, stage="scor")

@@ -1,0 +1,347 @@
+"""cDPO end to end (Lin et al., "Critical Tokens Matter", arXiv 2411.19943): sample -> select -> contrast ->
+score -> train, each a crash-safe stage under the recipe's `output_dir`.
+
+- `contrast`: two LoRA adapters on the base model, trained with TRL's SFTTrainer (completion-only loss) on the
+  positive (correct) and negative (incorrect) SFT sets. Spec defaults (section 2.2 of the official release):
+  r 8, alpha 16, dropout 0.1 on gate/up/down_proj (MLP only, no lm_head), lr 3e-4, cosine, 1 epoch, batch 6.
+- `score`: for every chosen and rejected completion token (the DPO trainer's own ids, EOS / end-of-turn
+  included), log p_CE(y_t) = log softmax((1 + b) z_pos - b z_neg)[y_t] with b = beta_ce = 1, over the FULL
+  vocabulary at each position (never over the sequence), by the shared contrastive scorer with both adapters on
+  one base model. Weights: rejected `1 - p_CE`, chosen 1 (`weight_chosen: true` gives `p_CE`), and the trailing
+  EOS / end-of-turn tokens `eos_weight` (1; the release gives EOS a CE prob of 0). Written columns:
+  `rejected_token_weights`, `chosen_token_weights` (for `CDPOTrainer`), `rejected_ce_prob`, `chosen_ce_prob`
+  (raw p_CE, for the heatmap), `chosen_token_ids` / `rejected_token_ids` and `token_columns_meta` (checked by the
+  trainer).
+- `train`: `CDPOTrainer` (reference = the base model, adapter disabled) on the scored pairs; `eval_before` /
+  `eval_after` greedy accuracy; optional `train_dpo` / `eval_dpo` (plain DPO, same budget) and `rollout_check`.
+
+Checked against the official code (github.com/chenzhiling9954/Critical-Tokens-Matter @ 228991e, as summarised in
+/work/shared/methods/cdpo.md sections 2.3-2.4): `softmax(2 * pos_logits - neg_logits)` gathered at the realised
+next token, weight `1 - p` on rejected tokens, chosen weight 1 with `only_neg`, EOS weight 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from datasets import Dataset
+
+from tokrl.pipelines.preference import (
+    EvalSettings,
+    Runner,
+    StopPipeline,
+    cpu_sane,
+    eval_split,
+    eval_stage,
+    load_trained,
+    lora_config,
+    model_loader,
+    settings_from,
+    task_pairs,
+    train_preference_stage,
+)
+from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, stage_fingerprint, stage_metadata
+
+STAGES = ("sample", "select_pairs", "sft_positive", "sft_negative", "contrast_positive", "contrast_negative",
+          "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo", "rollout_check")
+RECIPE_KEYS = ("model", "trust_remote_code", "task", "data", "reward", "output_dir", "sample", "select", "contrast",
+               "score", "train", "trainer", "baseline", "rollout_check", "eval", "description")
+# Spec section 2.2 (positive/negative models) and 3.1 (cDPO policy LoRA).
+CONTRAST_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["gate_proj", "up_proj", "down_proj"],
+                 "bias": "none"}
+CONTRAST_TRAINER = {"learning_rate": 3e-4, "lr_scheduler_type": "cosine", "warmup_steps": 100, "num_train_epochs": 1,
+                    "per_device_train_batch_size": 6, "max_length": 1024, "logging_steps": 10, "save_strategy": "no"}
+POLICY_LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
+               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+
+
+@dataclass
+class CDPOScoreSettings:
+    """The `score` section: contrastive estimation and the weight rule."""
+
+    beta_ce: float = 1.0
+    weight_chosen: bool = False  # False: chosen weights 1 (the release's only_neg); True: chosen weights p_CE
+    eos_weight: float = 1.0  # weight of the trailing EOS / end-of-turn tokens
+    batch_size: int = 8
+    chunk_size: int = 1024
+    shard_size: int = 256
+
+    def __post_init__(self):
+        if self.beta_ce < 0:
+            raise ValueError(f"score.beta_ce must be >= 0, got {self.beta_ce}")
+
+
+# ---- contrast ---------------------------------------------------------------------------------------------------
+
+
+def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spec: dict, trainer_spec: dict, file,
+                   *, input_fingerprint: str, overwrite: bool) -> Path:
+    """Train one LoRA adapter (the positive or the negative model) with SFTTrainer; saved under `artifact/`."""
+    from trl import SFTConfig, SFTTrainer
+
+    from tokrl.recipe import build_config
+
+    if len(sft) == 0:
+        from tokrl.pipelines.stage import StageError
+
+        raise StageError(f"stage 'contrast_{side}': the {side} SFT set is empty (no "
+                         f"{'correct' if side == 'positive' else 'incorrect'} samples); sample more or change the "
+                         "temperature")
+    lora = lora_config(lora_spec, "contrast.lora", file)
+    spec = {**CONTRAST_TRAINER, **trainer_spec}
+    defaults = cpu_sane(SFTConfig)
+
+    def build(tmp: Path):
+        import time
+
+        model, tokenizer = load_base()
+        config = build_config(SFTConfig, spec, file, "contrast.trainer", **defaults, output_dir=str(tmp / "run"))
+        trainer = SFTTrainer(model=model, args=config, train_dataset=sft, processing_class=tokenizer,
+                             peft_config=lora)
+        t0 = time.time()
+        result = trainer.train()
+        trainer.model.save_pretrained(str(tmp / "adapter"))
+        import shutil
+
+        shutil.rmtree(tmp / "run", ignore_errors=True)
+        return {"train_loss": result.training_loss, "steps": trainer.state.global_step, "examples": len(sft),
+                "seconds": time.time() - t0}
+
+    record = {"side": side, "lora": lora_spec, "trainer": spec}
+    path = run_artifact_stage(f"contrast_{side}", stage_dir, build, record, input_fingerprint=input_fingerprint,
+                              overwrite=overwrite)
+    return path / "adapter"
+
+
+def contrast_model(load_base, positive_dir: Path, negative_dir: Path):
+    """The base model with both adapters attached, named "positive" and "negative"."""
+    from peft import PeftModel
+
+    model, tokenizer = load_base()
+    model = PeftModel.from_pretrained(model, str(positive_dir), adapter_name="positive")
+    model.load_adapter(str(negative_dir), adapter_name="negative")
+    model.eval()
+    return model, tokenizer
+
+
+# ---- score ------------------------------------------------------------------------------------------------------
+
+
+def end_positions(ids: list[int], end_ids: set[int]) -> int:
+    """Index of the first trailing end-of-sequence token: the last occurrence of an end id (the tokens after it,
+    e.g. the chat template's newline, are template too); len(ids) if there is none."""
+    for i in range(len(ids) - 1, -1, -1):
+        if ids[i] in end_ids:
+            return i
+    return len(ids)
+
+
+def ce_weights(ce_logps: list[float], ids: list[int], end_ids: set[int], *, rejected: bool, weight_chosen: bool,
+               eos_weight: float) -> tuple[list[float], list[float]]:
+    """(weights, p_CE) for one completion. Rejected: 1 - p_CE; chosen: 1 (or p_CE); trailing end tokens: eos_weight."""
+    probs = [math.exp(v) for v in ce_logps]
+    if rejected:
+        weights = [1.0 - p for p in probs]
+    else:
+        weights = list(probs) if weight_chosen else [1.0] * len(probs)
+    for i in range(end_positions(ids, end_ids), len(ids)):
+        weights[i] = float(eos_weight)
+    return weights, probs
+
+
+def end_token_ids(tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    return {i for i in ids if i is not None}
+
+
+def score_rows(model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, meta: str) -> list[dict]:
+    """Rows of `pairs` plus cDPO's per-token columns (see the module docstring)."""
+    from tokrl.scoring import contrastive_token_logprobs
+    from tokrl.trainers.token_columns import tokenize_preference
+
+    rows, examples, tokenised = [], [], []
+    for row in pairs:
+        tok = tokenize_preference(tokenizer, row)
+        rows.append(row)
+        tokenised.append(tok)
+        for side in ("chosen", "rejected"):
+            examples.append({"prompt_ids": tok["prompt_ids"], "completion_ids": tok[f"{side}_ids"]})
+    logps = contrastive_token_logprobs(model, model, examples, beta=settings.beta_ce, batch_size=settings.batch_size,
+                                       chunk_size=settings.chunk_size, adapters=("positive", "negative")) \
+        if examples else []
+    end_ids = end_token_ids(tokenizer)
+    out = []
+    for i, (row, tok) in enumerate(zip(rows, tokenised)):
+        new = dict(row)
+        for j, side in enumerate(("chosen", "rejected")):
+            ids = tok[f"{side}_ids"]
+            weights, probs = ce_weights(logps[2 * i + j], ids, end_ids, rejected=side == "rejected",
+                                        weight_chosen=settings.weight_chosen, eos_weight=settings.eos_weight)
+            new[f"{side}_token_weights"] = weights
+            new[f"{side}_ce_prob"] = probs
+            new[f"{side}_token_ids"] = ids
+        new["token_columns_meta"] = meta
+        out.append(new)
+    return out
+
+
+def score_stage(stage_dir: Path, model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, *,
+                evaluator_id: str, input_fingerprint: str, overwrite: bool) -> Dataset:
+    from tokrl.trainers.token_columns import token_columns_metadata, tokenizer_fingerprint
+
+    meta = token_columns_metadata(tokenizer, evaluator=evaluator_id, beta_ce=settings.beta_ce)
+    record = {"settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size",
+                                                                                  "shard_size")},
+              "evaluator": evaluator_id, "tokenizer": tokenizer_fingerprint(tokenizer)}
+    return run_stage("cdpo_score", stage_dir, lambda shard, i: score_rows(model, tokenizer, shard, settings, meta),
+                     pairs, record, shard_size=settings.shard_size, input_fingerprint=input_fingerprint,
+                     overwrite=overwrite, metadata={"evaluator": evaluator_id})
+
+
+def weight_stats(scored: Dataset) -> dict[str, float]:
+    """Rejected-token weight statistics the issue asks to report (EOS / end tokens excluded)."""
+    probs = [p for row in scored["rejected_ce_prob"] for p in row]
+    weights = [1.0 - p for p in probs]
+    if not weights:
+        return {"rejected_tokens": 0}
+    mean = sum(weights) / len(weights)
+    return {
+        "rejected_tokens": len(weights),
+        "frac_rejected_weight_gt_0.5": sum(w > 0.5 for w in weights) / len(weights),
+        "mean_rejected_weight": mean,
+        "std_rejected_weight": (sum((w - mean) ** 2 for w in weights) / len(weights)) ** 0.5,
+        "mean_chosen_ce_prob": (lambda xs: sum(xs) / max(len(xs), 1))([p for r in scored["chosen_ce_prob"] for p in r]),
+        "mean_rejected_ce_prob": sum(probs) / len(probs),
+    }
+
+
+# ---- the whole pipeline -----------------------------------------------------------------------------------------
+
+
+def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
+             stop_after: str | None = None) -> dict:
+    """`tokrl cdpo RECIPE.yaml`: every stage in order, skipping complete ones; returns (and writes) a summary."""
+    from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
+    from tokrl.trainers.cdpo import CDPOConfig, CDPOTrainer
+
+    file = str(recipe_path)
+    recipe = load_recipe(recipe_path, list(overrides))
+    check_keys(recipe, RECIPE_KEYS, "", file, required=("model",))
+    output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
+    model_id = str(recipe["model"])
+    load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
+    contrast = check_keys(recipe.get("contrast"), ("lora", "trainer"), "contrast", file)
+    train = check_keys(recipe.get("train"), ("lora",), "train", file)
+    baseline = check_keys(recipe.get("baseline"), ("dpo",), "baseline", file)
+    score_settings = settings_from(CDPOScoreSettings, recipe.get("score"), "score", file)
+    eval_settings = settings_from(EvalSettings, recipe.get("eval"), "eval", file)
+    trainer_section = dict(recipe.get("trainer") or {})
+    if "output_dir" in trainer_section:
+        raise RecipeError(f"{file}: set the top-level 'output_dir', not 'trainer.output_dir' (stages live under it)")
+    policy_lora_spec = train.get("lora", POLICY_LORA) if "lora" in train else POLICY_LORA
+    config = build_config(CDPOConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
+                          report_to="none")
+    from tokrl.pipelines.rollout_check import RolloutSettings
+
+    rollout = settings_from(RolloutSettings, recipe.get("rollout_check"), "rollout_check", file)
+    runner = Runner(output_dir, STAGES, overwrite=overwrite, only=stage, stop_after=stop_after, file=file)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from tokrl.run_dir import write_run_info
+
+    write_run_info(output_dir, recipe, file)
+    summary: dict = {"method": "cdpo", "output_dir": str(output_dir), "model": model_id,
+                     "loss_granularity": config.loss_granularity}
+    try:
+        source, sft = task_pairs(runner, recipe, file, load_base, model_id=model_id,
+                                 kinds=("pairs", "positive", "negative"))
+        summary["sampling"] = source.stats
+        adapters = {}
+        for side in ("positive", "negative"):
+            data, fp = sft[side]
+            adapters[side] = runner.step(
+                f"contrast_{side}",
+                lambda ow, s=side, d=data, f=fp: contrast_stage(runner.dir(f"contrast_{s}"), s, d, load_base,
+                                                                contrast.get("lora", CONTRAST_LORA),
+                                                                contrast.get("trainer") or {}, file,
+                                                                input_fingerprint=f, overwrite=ow),
+                load=lambda d: d / "artifact" / "adapter")
+        contrast_fp = config_hash([stage_fingerprint(runner.dir("contrast_positive")),
+                                   stage_fingerprint(runner.dir("contrast_negative")), source.fingerprint])
+
+        def score(ow):
+            model, tokenizer = contrast_model(load_base, adapters["positive"], adapters["negative"])
+            return score_stage(runner.dir("score"), model, tokenizer, source.pairs, score_settings,
+                               evaluator_id=f"{model_id}+contrast", input_fingerprint=contrast_fp, overwrite=ow)
+
+        scored = runner.step("score", score)
+        summary["weights"] = weight_stats(scored)
+        summary["heatmap_columns"] = ["rejected_token_weights", "rejected_ce_prob", "chosen_token_weights",
+                                      "chosen_ce_prob"]
+        print(f"[tokrl] cDPO weights: {summary['weights']}", flush=True)
+        summary.update(_train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config,
+                                       policy_lora_spec, trainer_section, eval_settings, baseline))
+        if rollout.enabled:
+            from tokrl.pipelines.rollout_check import rollout_check_stage
+
+            report = runner.step("rollout_check", lambda ow: rollout_check_stage(
+                runner.dir("rollout_check"), load_base, scored, rollout,
+                input_fingerprint=stage_fingerprint(runner.dir("score")), overwrite=ow),
+                load=lambda d: stage_metadata(d))
+            summary["rollout_check"] = report
+    except StopPipeline:
+        summary["stopped_after"] = stage or stop_after
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_base, model_id, config, lora_spec,
+                    trainer_section, eval_settings: EvalSettings, baseline: dict, *, trainer_cls=None,
+                    baseline_config_cls=None, baseline_trainer_cls=None) -> dict:
+    """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget when `baseline.dpo`)."""
+    from tokrl.trainers.cdpo import CDPOTrainer
+
+    trainer_cls = trainer_cls or CDPOTrainer
+    out: dict = {}
+    eval_data = eval_split(source, eval_settings)
+    data_fp = stage_fingerprint(runner.dir("score"))
+    if eval_data is not None and eval_settings.before:
+        out["eval_before"] = runner.step("eval_before", lambda ow: eval_stage(
+            runner.dir("eval_before"), "eval_before", load_base, eval_data, eval_settings,
+            input_fingerprint=config_hash([model_id]), overwrite=ow), load=stage_metadata)
+        print(f"[tokrl] accuracy before: {out['eval_before']}", flush=True)
+    lora = lora_config(lora_spec, "train.lora", file)
+    record = {"trainer": trainer_section, "lora": lora_spec, "method": trainer_cls.__name__}
+    trained = runner.step("train", lambda ow: train_preference_stage(
+        runner.dir("train"), "train", trainer_cls, config, scored, load_base, lora, config_record=record,
+        input_fingerprint=data_fp, overwrite=ow), load=lambda d: d / "artifact")
+    out["train"] = stage_metadata(runner.dir("train"))
+    if eval_data is not None and eval_settings.after:
+        out["eval_after"] = runner.step("eval_after", lambda ow: eval_stage(
+            runner.dir("eval_after"), "eval_after", lambda: load_trained(trained, load_base), eval_data,
+            eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow),
+            load=stage_metadata)
+        print(f"[tokrl] accuracy after: {out['eval_after']}", flush=True)
+    if baseline.get("dpo"):
+        from tokrl.recipe import build_config
+        from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
+        from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
+
+        dpo_section = {k: v for k, v in trainer_section.items() if k in {f for f in WeightedDPOConfig.__dataclass_fields__}}
+        dpo_config = build_config(WeightedDPOConfig, dpo_section, file, "trainer",
+                                  output_dir=str(runner.dir("train_dpo")), report_to="none")
+        dpo_record = {"trainer": dpo_section, "lora": lora_spec, "method": "DPO"}
+        dpo_path = runner.step("train_dpo", lambda ow: train_preference_stage(
+            runner.dir("train_dpo"), "train_dpo", WeightedDPOTrainer, dpo_config, scored, load_base,
+            lora_config(lora_spec, "train.lora", file), config_record=dpo_record, input_fingerprint=data_fp,
+            overwrite=ow), load=lambda d: d / "artifact")
+        out["train_dpo"] = stage_metadata(runner.dir("train_dpo"))
+        if eval_data is not None:
+            out["eval_dpo"] = runner.step("eval_dpo", lambda ow: eval_stage(
+                runner.dir("eval_dpo"), "eval_dpo", lambda: load_trained(dpo_path, load_base), eval_data,
+                eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train_dpo")), overwrite=ow),
+                load=stage_metadata)
+            print(f"[tokrl] accuracy after plain DPO: {out['eval_dpo']}", flush=True)
+    return out
