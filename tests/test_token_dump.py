@@ -33,6 +33,7 @@ def _view(tok):
     view.advantages = torch.tensor([0.75, -1.25])
     view.values["weight"] = torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0, 0.0]])
     view.values["thr"] = torch.tensor([[0.1, -0.2, 0.3, -0.4, 0.5], [2.0, 0.0, 0.0, 0.0, 0.0]])
+    view.columns["tokrl_token_reward"] = torch.tensor([[0.0, 0.0, 0.0, 0.0, -1.0], [0.5, 0.0, 0.0, 0.0, 0.0]])
     view.stats["entropy_threshold"] = 1.5
     return view
 
@@ -47,11 +48,13 @@ def test_dump_writes_masked_tokens_with_their_values(tmp_path):
     assert first["values"]["weight"] == [0.0, 1.0, 1.0, 0.0, 1.0]
     assert first["values"]["entropy"] == [0.5, 1.5, 2.5, 0.25, 3.0]
     assert first["values"]["thr"] == [0.1, -0.2, 0.3, -0.4, 0.5]
+    assert first["values"]["token_reward"] == [0.0, 0.0, 0.0, 0.0, -1.0]  # a trainer's "tokrl_" column
     assert first["values"]["advantage"] == [0.75] * 5  # a [B] advantage is shown on every token
     assert first["advantage"] == 0.75 and first["stats"] == {"entropy_threshold": 1.5}
     # padding is dropped: the second completion is one token long
     assert second["pieces"] == ["7"] and second["ids"] == tok("7", add_special_tokens=False)["input_ids"]
-    assert second["values"] == {"entropy": [4.0], "advantage": [-1.25], "weight": [1.0], "thr": [2.0]}
+    assert second["values"] == {"entropy": [4.0], "token_reward": [0.5], "advantage": [-1.25], "weight": [1.0],
+                                "thr": [2.0]}
     assert dump_tokens(_view(tok), tok, tmp_path, step=8, max_samples=1) == 1  # appends, bounded by max_samples
     assert [r["step"] for r in read_token_values(tmp_path / "token_values.jsonl")] == [7, 7, 8]
 

@@ -102,8 +102,8 @@ def token_records(view, tokenizer, step: int, max_samples: int, prompt=None) -> 
             per_token[name] = rows
     for name, tensor in dict(view.columns).items():
         rows = _rows(tensor, n)
-        if rows is not None and isinstance(rows[0], list):
-            per_token[name] = rows
+        if rows is not None and isinstance(rows[0], list):  # trainer-internal "tokrl_x" columns are shown as "x"
+            per_token[name.removeprefix("tokrl_")] = rows
     for name, tensor in dict(view.values).items():
         rows = _rows(tensor, n)
         if rows is not None and isinstance(rows[0], list):
