@@ -208,3 +208,22 @@ def test_trl_private_methods_we_override_keep_their_signature():
     source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "if self.args.gradient_accumulation_steps % generate_every != 0 or (" in source
     assert "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(" in source
+
+
+@pytest.mark.parametrize("name", ["thr_grpo_arithmetic", "thr_grpo_explore_arithmetic", "forking_thr_grpo_arithmetic"])
+def test_shipped_recipes_run_one_step_on_the_tiny_model(tmp_path, name):
+    from pathlib import Path
+
+    from tokrl.commands.train import train_recipe
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    overrides = [f"model={model_dir}", f"output_dir={tmp_path / 'run'}", "task.num_train=16", "eval.before=false",
+                 "eval.after=false", "trainer.max_steps=1", "trainer.per_device_train_batch_size=8",
+                 "trainer.num_generations=4", "trainer.max_completion_length=6", "trainer.save_strategy='no'"]
+    trainer = train_recipe(recipe, overrides)["trainer"]
+    assert isinstance(trainer, THRGRPOTrainer)
+    expected_p = {"thr_grpo_arithmetic": 0.2, "thr_grpo_explore_arithmetic": -0.2, "forking_thr_grpo_arithmetic": 0.2}
+    assert trainer.thr_weighter.p == expected_p[name]
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 1 and math.isfinite(losses[0])
