@@ -169,3 +169,24 @@ def test_errors_name_the_source(tmp_path, capsys):
     append_jsonl(tmp_path / "run" / "metrics.jsonl", [{"step": 1, "loss": 1.0}])
     assert main(["inspect", str(tmp_path / "run")]) == 2
     assert "no token_values.jsonl (set token_dump_steps > 0" in capsys.readouterr().err
+
+
+def test_preference_rows_without_ids_are_tokenised_like_trl(tmp_path):
+    """cDPO/T-REG datasets may carry only text + `chosen_*`/`rejected_*` columns: ids come from the tokenizer,
+    as TRL's DPOTrainer makes them (plain text gets the EOS appended)."""
+    from datasets import Dataset
+
+    Dataset.from_dict({
+        "prompt": ["What is 2+2? "], "chosen": ["4"], "rejected": ["22"],
+        "chosen_token_weights": [[0.0, 0.0]], "rejected_token_weights": [[1.0, 0.25, 0.0]],
+        "rejected_ce_prob": [[0.125, 0.5, 0.75]],
+        "token_columns_meta": [json.dumps({"tokenizer": "0123abcd", "evaluator": "tiny-pair"})],
+    }).to_json(str(tmp_path / "cdpo.jsonl"))
+    out = tmp_path / "c.html"
+    assert main(["inspect", str(tmp_path / "cdpo.jsonl"), "--out", str(out), "--tokenizer", "tiny"]) == 0
+    html = out.read_text()
+    chosen, rejected = embedded(html)["samples"]
+    assert chosen["p"] == ["4", "<|im_end|>"] and chosen["v"] == {"token_weights": [0.0, 0.0]}
+    assert rejected["p"] == ["2", "2", "<|im_end|>"]
+    assert rejected["v"] == {"token_weights": [1.0, 0.25, 0.0], "ce_prob": [0.125, 0.5, 0.75]}
+    assert "tiny-pair" in html[html.index('<header'):html.index('</header>')]

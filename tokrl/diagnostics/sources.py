@@ -10,7 +10,8 @@ A *sample* is `{"label", "pieces", "ids", "values": {name: [per-token numbers]},
   column named `*ids`) on every row; a value column is paired with the ids column that shares its prefix
   (`rejected_token_weights` with `rejected_input_ids`), else with a generic one (`input_ids`, `completion_ids`,
   `ids`). Each (row, ids column) is one sample, and the shared prefix is dropped from value names so chosen and
-  rejected share a scale.
+  rejected share a scale. DPO rows with `chosen_*`/`rejected_*` columns but no ids get TRL's completion ids from
+  the tokenizer, as the cDPO and T-REG pipelines do.
 
 The tokenizer that decodes dataset ids is `--tokenizer` (a path, hub id, embedded name, or `tiny`), else the
 `tokenizer` (or `model`) key of JSON metadata (a stage's manifest `metadata`/`config`, the dataset's
@@ -186,6 +187,31 @@ def _prompt_text(value) -> str | None:
     return None
 
 
+def preference_ids(columns: dict[str, list], tokenizer) -> dict[str, list]:
+    """`chosen_ids`/`rejected_ids` for DPO rows that carry per-token columns but no ids column.
+
+    The ids are TRL's completion ids (`tokrl.trainers.token_columns.completion_token_ids`), which is what the
+    cDPO and T-REG pipelines align their columns with (full length; a column scored on truncated ids stays
+    unpaired and is listed as such).
+    """
+    sides = ("chosen", "rejected")
+    if tokenizer is None or not all(s in columns for s in sides):
+        return {}
+    if any(f"{s}_token_ids" in columns or f"{s}_ids" in columns or f"{s}_input_ids" in columns for s in sides):
+        return {}
+    if not any(c.startswith(sides) and _list_kind(v) == "numbers" for c, v in columns.items()):
+        return {}
+    from tokrl.trainers.token_columns import completion_token_ids
+
+    keys = [k for k in ("prompt", "chosen", "rejected", "tools", "chat_template_kwargs") if k in columns]
+    out = {"chosen_ids": [], "rejected_ids": []}
+    for r in range(len(columns["chosen"])):
+        ids = completion_token_ids(tokenizer, {k: columns[k][r] for k in keys})
+        out["chosen_ids"].append(ids["chosen"])
+        out["rejected_ids"].append(ids["rejected"])
+    return out
+
+
 def _open_dataset(path: Path, split: str | None):
     import datasets
 
@@ -273,14 +299,25 @@ def load_dataset_source(path: Path, max_samples: int, tokenizer: str | None, spl
     n_rows = len(ds)
     rows = ds.select(range(min(n_rows, max_samples)))
     columns = rows.to_dict()
+    meta = _metadata(path, ds)
+    if isinstance((columns.get("token_columns_meta") or [None])[0], str):  # written by the DPO pipelines
+        try:
+            row_meta = json.loads(columns["token_columns_meta"][0])
+            row_meta["tokenizer_fingerprint"] = row_meta.pop("tokenizer", None)
+            meta = {**row_meta, **meta}
+        except json.JSONDecodeError:
+            pass
+    tok, tok_name = find_tokenizer(path, meta, tokenizer)
+    derived = preference_ids(columns, tok)
+    columns.update(derived)
     pairs, unpaired = pair_columns(columns)
     if not pairs:
+        hint = " (preference data without '*_token_ids' columns needs --tokenizer)" if tok is None and \
+            "chosen" in columns else ""
         raise ValueError(
-            f"{path}: no per-token columns (lists of numbers aligned with an '*ids' column); "
+            f"{path}: no per-token columns (lists of numbers aligned with an '*ids' column){hint}; "
             f"columns: {', '.join(ds.column_names)}"
         )
-    meta = _metadata(path, ds)
-    tok, tok_name = find_tokenizer(path, meta, tokenizer)
     if tok is None:
         print(f"tokrl inspect: no tokenizer for {path} (give --tokenizer); showing token ids", file=sys.stderr)
     scalars = [c for c, vals in columns.items() if all(v is None or _is_number(v) for v in vals) and
