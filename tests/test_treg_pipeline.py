@@ -130,3 +130,77 @@ def test_score_stage_writes_aligned_columns_and_metadata(tmp_path):
     plain_out = score_pairs(model, tokenizer, Dataset.from_list([plain]), TREGScoreSettings(), json.dumps({}))[0]
     assert plain_out["rejected_token_ids"][-1] == tokenizer.eos_token_id
     assert len(plain_out["rejected_token_rewards"]) == len(completion_token_ids(tokenizer, plain)["rejected"])
+
+
+def even_length(completions, **kwargs):
+    """A reward the tiny random model can earn: 1 for an even number of characters."""
+    return [float(len(c) % 2 == 0) for c in completions]
+
+
+def test_treg_pipeline_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
+    import yaml
+
+    from tokrl.models import load_model, save_tiny_model
+    from tokrl.pipelines.stage import is_complete, load_stage
+    from tokrl.pipelines.treg import run_treg
+    from tokrl.rewards import REWARDS
+
+    monkeypatch.setitem(REWARDS, "even_length", even_length)
+    model_dir = save_tiny_model(tmp_path / "model", seed=0)
+    recipe = {
+        "model": str(model_dir),
+        "task": {"name": "arithmetic", "max_value": 9, "num_train": 4, "num_eval": 4, "seed": 0},
+        "reward": "even_length",
+        "output_dir": str(tmp_path / "run"),
+        "sample": {"num_samples": 6, "max_new_tokens": 6, "batch_size": 4, "top_p": 1.0},
+        "select": {"group_by": "text"},
+        "score": {"template": "instruction", "batch_size": 8},
+        "trainer": {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1,
+                    "save_strategy": "no", "treg_alpha": 0.5},
+        "baseline": {"dpo": True},
+        "eval": {"num_prompts": 4, "max_new_tokens": 4, "batch_size": 4},
+    }
+    path = tmp_path / "treg.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    summary = run_treg(path)
+    run = tmp_path / "run"
+    for stage in ("sample", "select_pairs", "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo"):
+        assert is_complete(run / stage), stage
+    scored = load_stage(run / "score")
+    _, tokenizer = load_model(str(model_dir))
+    for row in scored:
+        ids = completion_token_ids(tokenizer, row)
+        assert len(row["chosen_token_rewards"]) == len(ids["chosen"]) and row["rejected_token_ids"] == ids["rejected"]
+    meta = read_metadata(scored)
+    assert meta["evaluator"] == str(model_dir)
+    assert meta["template_hash"] == TREGScoreSettings(template="instruction").template_hash()
+    assert summary["token_rewards"]["pairs"] == len(scored) > 0
+    assert summary["train"]["steps"] == 2 and summary["train_dpo"]["steps"] == 2
+    # the regulariser was active in the T-REG run and its logs reached the summary
+    assert "treg/seq_weight_mean" in summary["train"]["mean_logged"]
+    assert 0.0 < summary["train"]["mean_logged"]["treg/seq_weight_mean"] < 1.0
+    assert summary["train"]["train_loss"] != summary["train_dpo"]["train_loss"]
+    assert {"eval_before", "eval_after", "eval_dpo"} <= set(summary)
+    # a rerun skips every stage
+    again = run_treg(path)
+    assert again["train"] == summary["train"] and again["token_rewards"] == summary["token_rewards"]
+
+
+def test_trainer_accepts_the_scored_pairs_and_refuses_other_metadata(tmp_path):
+    from tokrl.models import load_model, save_tiny_model
+    from tokrl.trainers.treg import TREGConfig, TREGTrainer
+
+    model, tokenizer = load_model(str(save_tiny_model(tmp_path / "m", seed=2)))  # TRL wants a named model
+    settings = TREGScoreSettings()
+    scored = score_stage(tmp_path / "s", model, tokenizer, Dataset.from_list([PAIR] * 2), settings,
+                         evaluator_id="tiny")
+    kw = dict(output_dir=str(tmp_path / "o"), report_to="none", max_length=512, per_device_train_batch_size=2)
+    TREGTrainer(model=model, args=TREGConfig(**kw, treg_expected_evaluator="tiny",
+                                             treg_expected_template_hash=settings.template_hash()),
+                train_dataset=scored, processing_class=tokenizer)
+    with pytest.raises(ValueError, match="token_columns_meta.*template_hash"):
+        TREGTrainer(model=model, args=TREGConfig(**kw, treg_expected_template_hash="0123"), train_dataset=scored,
+                    processing_class=tokenizer)
+    short = scored.map(lambda r: {"rejected_token_rewards": r["rejected_token_rewards"][:-1]})
+    with pytest.raises(ValueError, match="column 'rejected_token_rewards' row 0"):
+        TREGTrainer(model=model, args=TREGConfig(**kw), train_dataset=short, processing_class=tokenizer)
