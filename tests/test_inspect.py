@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-
 from tokrl.cli import main
 from tokrl.diagnostics.colors import colour
 from tokrl.diagnostics.sources import pair_columns

@@ -27,7 +27,8 @@ details.config{margin-top:6px}
 #controls{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid #ddd;padding:8px 20px;
  display:flex;flex-wrap:wrap;gap:10px;align-items:center}
 #controls label{color:#555}
-#legend{display:flex;align-items:center;gap:8px;padding:6px 20px;background:#fff;border-bottom:1px solid #ddd;font-size:13px}
+#legend{display:flex;align-items:center;gap:8px;padding:6px 20px;background:#fff;border-bottom:1px solid #ddd;
+ font-size:13px}
 #legend .bar{width:260px;height:14px;border:1px solid #bbb}
 #legend .swatch{display:inline-block;width:14px;height:14px;border:1px solid #bbb;vertical-align:middle}
 #legend .lname{font-weight:600}
@@ -36,7 +37,8 @@ main{padding:10px 20px 40px}
 .shead{font-size:12.5px;color:#555;margin-bottom:4px}
 .shead b{color:#222}
 .prompt pre{white-space:pre-wrap;margin:4px 0;color:#666;font-size:12.5px}
-.toks{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13.5px;white-space:pre-wrap;word-break:break-word;line-height:1.7}
+.toks{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13.5px;white-space:pre-wrap;word-break:break-word;
+ line-height:1.7}
 .tok{border-radius:2px;padding:1px 0;cursor:default}
 .tok:hover{outline:1.5px solid #000}
 .tok.empty::after{content:"\\00b7";color:#999}
@@ -53,7 +55,8 @@ const S = D.samples;
 const st = {value: D.initial, group: '', page: 0, size: D.page_size, idx: S.map((_, i) => i)};
 const $ = id => document.getElementById(id);
 const esc = s => String(s).replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
-const fmt = x => (x === null || x === undefined) ? 'n/a' : (typeof x === 'number' ? String(Number(x.toPrecision(4))) : String(x));
+const fmt = x => (x === null || x === undefined) ? 'n/a'
+  : (typeof x === 'number' ? String(Number(x.toPrecision(4))) : String(x));
 const rgb = c => 'rgb(' + c[0] + ',' + c[1] + ',' + c[2] + ')';
 const shown = p => p.replace(/\n/g, '\u21b5\n').replace(/\t/g, '\u2192\t');
 
@@ -82,10 +85,12 @@ function setup() {
   box.addEventListener('mouseover', e => {
     const t = e.target.closest('.tok'); if (!t) { tip.hidden = true; return; }
     const s = S[+t.dataset.s], k = +t.dataset.k;
-    let h = 'token ' + k + ' of ' + s.p.length + (s.i ? '  id ' + s.i[k] : '') + '\n' + esc(JSON.stringify(s.p[k])) + '\n';
+    let h = 'token ' + k + ' of ' + s.p.length + (s.i ? '  id ' + s.i[k] : '') + '\n' +
+      esc(JSON.stringify(s.p[k])) + '\n';
     for (const n of Object.keys(s.v)) {
       const v = s.v[n][k];
-      h += (n === st.value ? '<b>' + esc(n) + ' = ' + esc(v === null ? 'n/a' : v) + '</b>' : esc(n) + ' = ' + esc(v === null ? 'n/a' : v)) + '\n';
+      const line = esc(n) + ' = ' + esc(v === null ? 'n/a' : v);
+      h += (n === st.value ? '<b>' + line + '</b>' : line) + '\n';
     }
     tip.innerHTML = h.trimEnd(); tip.hidden = false;
   });
@@ -124,7 +129,8 @@ function legend(sc) {
   const mid = sc.kind === 'diverging' ? 0 : (sc.lo + sc.hi) / 2;
   $('legend').innerHTML = '<span class="lname">' + esc(st.value) + '</span>' +
     '<span class="kind">(' + sc.kind + ')</span>' +
-    '<span class="lo">' + fmt(sc.lo) + '</span><div class="bar" style="background:linear-gradient(to right,' + stops + ')"></div>' +
+    '<span class="lo">' + fmt(sc.lo) + '</span>' +
+    '<div class="bar" style="background:linear-gradient(to right,' + stops + ')"></div>' +
     '<span class="hi">' + fmt(sc.hi) + '</span><span class="mid ctl">centre ' + fmt(mid) + '</span>' +
     '<span class="ctl">observed min ' + fmt(sc.min) + ', max ' + fmt(sc.max) + '</span>' +
     '<span><span class="swatch" style="background:rgb(221,221,221)"></span> no value</span>';
@@ -144,11 +150,14 @@ function render() {
       if (v !== null && v !== undefined) { sum += v; cnt++; if (v !== 0) nz++; }
       const c = colourOf(v, sc);
       const dark = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] < 140;
-      return '<span class="tok' + (p === '' ? ' empty' : '') + '" data-s="' + i + '" data-k="' + k + '" style="background:' +
+      return '<span class="tok' + (p === '' ? ' empty' : '') + '" data-s="' + i + '" data-k="' + k +
+        '" style="background:' +
         rgb(c) + (dark ? ';color:#fff' : '') + '">' + esc(shown(p)) + '</span>';
     }).join('');
     const info = Object.entries(s.m || {}).map(([k, v]) => esc(k) + ' <b>' + esc(fmt(v)) + '</b>').join(' \u00b7 ');
-    const summ = cnt ? ' \u00b7 mean ' + esc(st.value) + ' <b>' + fmt(sum / cnt) + '</b> \u00b7 non-zero <b>' + nz + '/' + cnt + '</b>' : ' \u00b7 no ' + esc(st.value);
+    const summ = cnt
+      ? ' \u00b7 mean ' + esc(st.value) + ' <b>' + fmt(sum / cnt) + '</b> \u00b7 non-zero <b>' + nz + '/' + cnt + '</b>'
+      : ' \u00b7 no ' + esc(st.value);
     out.push('<section class="sample" id="s' + i + '"><div class="shead"><b>#' + i + '</b> ' + esc(s.l) +
       (info ? ' \u00b7 ' + info : '') + ' \u00b7 ' + s.p.length + ' tokens' + summ + '</div>' +
       (s.q ? '<details class="prompt"><summary>prompt</summary><pre>' + esc(s.q) + '</pre></details>' : '') +
@@ -233,6 +242,10 @@ def render_html(samples: list[dict], meta: dict, initial: str | None = None, pag
     config = meta.get("config") or {}
     sizes = "".join(f'<option value="{n}">{n}</option>' for n in sorted({10, 20, 50, 100, int(page_size)}))
     title = html.escape(str(meta.get("title", "tokrl token heatmap")))
+    config_html = (
+        f'<details class="config"><summary>config</summary><table class="kv" id="config">{_kv_rows(config.items())}'
+        "</table></details>" if config else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
@@ -241,7 +254,7 @@ def render_html(samples: list[dict], meta: dict, initial: str | None = None, pag
 <body>
 <header id="header"><h1>{title}</h1>
 <table class="kv" id="summary">{_kv_rows(summary.items())}</table>
-{f'<details class="config"><summary>config</summary><table class="kv" id="config">{_kv_rows(config.items())}</table></details>' if config else ''}
+{config_html}
 </header>
 <nav id="controls">
 <label>colour by <select id="value"></select></label>
@@ -260,7 +273,9 @@ def render_html(samples: list[dict], meta: dict, initial: str | None = None, pag
 """
 
 
-def write_report(path: str | Path, samples: list[dict], meta: dict, initial: str | None = None, page_size: int = 20) -> Path:
+def write_report(
+    path: str | Path, samples: list[dict], meta: dict, initial: str | None = None, page_size: int = 20
+) -> Path:
     """Render and write the report; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
