@@ -79,6 +79,8 @@ def load_run(path: Path, max_samples: int) -> tuple[list[dict], dict]:
         "samples": f"{len(records)} of {total}" if total > len(records) else str(total),
         "steps": f"{steps[0]} to {steps[-1]} ({len(steps)} dumps)" if steps else None,
     }
+    if (run_dir / "recipe.yaml").is_file():
+        summary["recipe"] = str(run_dir / "recipe.yaml")
     metrics_path = run_dir / METRICS
     if metrics_path.is_file():
         last = {}
