@@ -145,7 +145,9 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
     report: dict = {"model": base, "keep_ratio": ratio, "pool_rows": len(tokens), "variants": {}}
 
     def train(stage_dir, init, dataset, weighting, fingerprint, where="trainer", cfg=None):
-        return model_stage(stage_dir, init_model=init, dataset=dataset, trainer=cfg if cfg is not None else trainer_cfg,
+        # the SFT runs truncate like the tokenize stage unless the recipe says otherwise
+        cfg = {"max_length": data_cfg.get("max_length", 1024), **(cfg if cfg is not None else trainer_cfg or {})}
+        return model_stage(stage_dir, init_model=init, dataset=dataset, trainer=cfg,
                            weighting=weighting, lora=lora, data_fingerprint=fingerprint, file=file, where=where,
                            overwrite=overwrite)
 
