@@ -97,7 +97,8 @@ def hand_pair(garbage: float = 0.0):
     ref = torch.tensor([[-1.2, -1.5, garbage], [-2.0, -0.7, garbage]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
     rewards = torch.tensor([[0.3, -0.1, garbage], [-0.3, 0.1, garbage]])
-    return policy, DPOTokenParts(policy, ref, None, mask.clone(), mask, {"token_rewards": rewards})
+    ids = torch.tensor([[5, 6, 0], [7, 8, 0]])
+    return policy, DPOTokenParts(policy, ref, None, mask.clone(), mask, {"token_rewards": rewards}, ids)
 
 
 def hand_loss(trainer, parts):

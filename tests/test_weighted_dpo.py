@@ -133,6 +133,36 @@ def test_completion_ids_match_trl_tokenisation(models, tmp_path):
     assert completion_token_ids(tok, conv[0])["chosen"] == tok("4<|im_end|>\n")["input_ids"]
 
 
+def bpe_tokenizer():
+    """A BPE tokenizer trained here whose merges cross the prompt/completion boundary ("Q=1 A=ok" is one token)."""
+    from tokenizers import Tokenizer, models, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    corpus = ["Q=1 A=ok", "Q=2 A=no", "Q=12 A=okay"] * 20
+    special = ["<pad>", "</s>", "<unk>"]
+    backend.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=60, special_tokens=special, show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_completion_ids_follow_trl_across_merged_boundaries(tmp_path):
+    tok = bpe_tokenizer()
+    model, _ = tiny_model(tokenizer=tok)
+    ds = Dataset.from_list(
+        [{"prompt": "Q=1 A=", "chosen": "ok", "rejected": "no"}, {"prompt": "Q=12 A=", "chosen": "okay", "rejected": "ok"}]
+    )
+    trainer = DPOTrainer(
+        model=model, ref_model=copy.deepcopy(model), args=config(tmp_path), train_dataset=ds, processing_class=tok
+    )
+    naive_differs = 0
+    for i in range(len(ds)):
+        row = trainer.train_dataset[i]
+        ids = completion_token_ids(tok, ds[i])
+        assert ids == {"chosen": row["chosen_ids"], "rejected": row["rejected_ids"]}
+        naive_differs += ids["chosen"] != tok(ds[i]["chosen"])["input_ids"] + [tok.eos_token_id]
+    assert naive_differs == 2  # tokenising the completion on its own would misalign every column here
+
+
 def test_truncation_spans_follow_the_collator():
     # prompt 5, completion 4, max_length 7
     assert kept_span(5, 4, 7, "keep_start") == slice(0, 2)
@@ -169,11 +199,17 @@ def test_collated_columns_are_aligned_with_the_completion_mask(models, tmp_path)
 # ---- uniform weights: the TRL oracle ------------------------------------------------------------------------------
 
 
-def test_all_ones_weights_reproduce_trl_loss_and_grads(models, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_all_ones_weights_reproduce_trl_loss_and_grads(models, tmp_path, checkpointing):
     policy, ref, tok = models
     ds = with_weights(tok, lambda s, i, n: [1.0] * n)
-    trl = make(DPOTrainer, config(tmp_path), policy, ref, tok, ds)
-    cfg = config(tmp_path, WeightedDPOConfig, weighting={"name": "column", "column": "token_weights"})
+    trl = make(DPOTrainer, config(tmp_path, gradient_checkpointing=checkpointing), policy, ref, tok, ds)
+    cfg = config(
+        tmp_path,
+        WeightedDPOConfig,
+        weighting={"name": "column", "column": "token_weights"},
+        gradient_checkpointing=checkpointing,
+    )
     mine = make(WeightedDPOTrainer, cfg, policy, ref, tok, ds)
     assert not mine.uniform  # the column weighter really runs and multiplies
 
@@ -415,6 +451,21 @@ def test_pinned_trl_internals(models, tmp_path):
     assert isinstance(trainer.data_collator.inner, DataCollatorForPreference)
     batch = next(iter(trainer.get_train_dataloader()))
     assert "tokrl_column.token_weights" in batch
+
+
+def test_evaluate_carries_the_columns(models, tmp_path):
+    policy, ref, tok = models
+    cfg = config(
+        tmp_path, WeightedDPOConfig, weighting={"name": "column", "column": "token_weights"}, per_device_eval_batch_size=3
+    )
+    ds = with_weights(tok, ramp)
+    trainer = make(WeightedDPOTrainer, cfg, policy, ref, tok, ds, eval_dataset=ds)
+    metrics = trainer.evaluate()
+    batch = batch_of(trainer)
+    with torch.no_grad():
+        expected = hand_weighted_dpo(policy, ref, batch, batch["tokrl_column.token_weights"][:, 1:], beta=0.5)
+    assert metrics["eval_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert "eval_weights/rejected_mean" in metrics
 
 
 def test_trains_two_steps(models, tmp_path):

@@ -139,7 +139,7 @@ class TREGTrainer(WeightedDPOTrainer):
 
     def extra_token_loss(self, parts: DPOTokenParts) -> torch.Tensor | None:
         args = self.treg_args
-        view = TokenView(completion_ids=parts.mask.long(), completion_mask=parts.mask, columns=parts.columns)
+        view = TokenView(completion_ids=parts.completion_ids, completion_mask=parts.mask, columns=parts.columns)
         rewards = self.reward_reader(view).to(parts.policy_logps.dtype)  # [2B, L-1], 0 outside the completion
         terms = -self.beta * (rewards * parts.policy_logps * parts.mask).sum(1)
         if args.treg_normalize == "mean":

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from accelerate.utils import is_peft_model
+from datasets import Dataset
 from trl import DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
@@ -53,6 +54,7 @@ class DPOTokenParts:
     weights: torch.Tensor
     mask: torch.Tensor
     columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    completion_ids: torch.Tensor | None = None  # input_ids[:, 1:], the token each log-prob position scores
 
     @property
     def batch_size(self) -> int:
@@ -116,8 +118,9 @@ class WeightedDPOTrainer(DPOTrainer):
             if self._is_vision_dataset:
                 raise ValueError("per-token columns are not supported for vision datasets")
             for name, dataset in self._datasets():
-                tc.check_columns(dataset, self.column_names, self.args.max_length, self.args.truncation_mode, name)
-                tc.check_metadata(dataset, self._tokenizer, self.expected_metadata())
+                if isinstance(dataset, Dataset):  # an IterableDataset is checked row by row in the collator
+                    tc.check_columns(dataset, self.column_names, self.args.max_length, self.args.truncation_mode, name)
+                    tc.check_metadata(dataset, self._tokenizer, self.expected_metadata())
             self.data_collator = tc.PairColumnCollator(
                 self.data_collator, self.column_names, self.args.max_length, self.args.truncation_mode
             )
@@ -278,7 +281,8 @@ class WeightedDPOTrainer(DPOTrainer):
         if ref is None:
             ref_sums = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(policy.dtype)
         columns = {name: tc.shift_to_logps(col).to(policy.dtype) for name, col in state.columns.items()}
-        return DPOTokenParts(policy, ref, ref_sums, state.weights.to(policy.dtype), mask, columns)
+        ids = inputs["input_ids"][:, 1:]
+        return DPOTokenParts(policy, ref, ref_sums, state.weights.to(policy.dtype), mask, columns, ids)
 
     def dpo_loss(self, trl_loss: torch.Tensor, parts: DPOTokenParts) -> torch.Tensor:
         """The DPO part of the loss; TRL's (computed from the weighted log-ratios) unless a subclass replaces it."""
