@@ -14,3 +14,7 @@ __all__ += ["WeightedDPOConfig", "WeightedDPOTrainer", "CDPOConfig", "CDPOTraine
 from tokrl.trainers.thr_grpo import THRGRPOConfig, THRGRPOTrainer  # noqa: E402
 
 __all__ += ["THRGRPOConfig", "THRGRPOTrainer"]
+from tokrl.trainers.token_cleaning_sft import TokenCleaningSFTTrainer  # noqa: E402
+from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig  # noqa: E402
+
+__all__ += ["TokenCleaningSFTConfig", "TokenCleaningSFTTrainer"]
