@@ -160,6 +160,13 @@ def test_static_ablation_and_detach(pair_trainer):
     assert (undetached[:, :2] - parts.policy_logps.grad[:, :2]).abs().min() > 1e-4
 
 
+def test_mean_normalisation_option(pair_trainer):
+    """treg_normalize='mean' divides each L_REG by its completion length (2 here): 0.668460 + 0.5 w (-0.0375)."""
+    _, parts = hand_pair()
+    total = hand_loss(pair_trainer(treg_normalize="mean"), parts)[1]
+    assert total.item() == pytest.approx(0.668460 + 0.5 * 0.487503 * (-0.075 / 2), abs=1e-6)
+
+
 def test_padded_positions_are_ignored(pair_trainer):
     trainer = pair_trainer()
     clean = hand_loss(trainer, hand_pair(0.0)[1])[1]

@@ -316,6 +316,22 @@ def test_misaligned_column_names_column_and_row(models, tmp_path):
         make(WeightedDPOTrainer, cfg, policy, ref, tok, plain_dataset())
 
 
+def test_stored_ids_must_match_the_trainer_ids(models, tmp_path):
+    policy, ref, tok = models
+
+    def ids_col(side):
+        return [completion_token_ids(tok, plain_dataset()[i])[side] for i in range(3)]
+
+    good = with_weights(tok, ramp).add_column("chosen_token_ids", ids_col("chosen"))
+    cfg = config(tmp_path, WeightedDPOConfig, weighting={"name": "column", "column": "token_weights"})
+    make(WeightedDPOTrainer, cfg, policy, ref, tok, good)
+    wrong = ids_col("rejected")
+    wrong[1] = list(reversed(wrong[1]))
+    bad = with_weights(tok, ramp).add_column("rejected_token_ids", wrong)
+    with pytest.raises(ValueError, match=r"column 'rejected_token_ids' row 1 \(train\)"):
+        make(WeightedDPOTrainer, cfg, policy, ref, tok, bad)
+
+
 def test_kept_length_columns_are_accepted(models, tmp_path):
     """A pipeline may score only the tokens the trainer keeps (completion_token_ids with max_length)."""
     policy, ref, tok = models

@@ -14,6 +14,7 @@ captured, the weights, the mask, the per-token data columns):
 - `dpo_loss(trl_loss, parts)`: replace TRL's loss (cDPO's per-position form);
 - `extra_token_loss(parts)`: add a per-token term (T-REG's regulariser).
 
+Loss types that divide by the completion length (`ipo`, `sigmoid_norm`) still divide by the unweighted token count.
 `precompute_ref_log_probs=True`: TRL caches unweighted reference sums at init, which would not match weighted policy
 sums, so it is refused unless the weighter is `Uniform`.
 """
