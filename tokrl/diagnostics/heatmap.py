@@ -39,7 +39,7 @@ main{padding:10px 20px 40px}
 .prompt pre{white-space:pre-wrap;margin:4px 0;color:#666;font-size:12.5px}
 .toks{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13.5px;white-space:pre-wrap;word-break:break-word;
  line-height:1.7}
-.tok{border-radius:2px;padding:1px 0;cursor:default}
+.tok{border-radius:2px;padding:1px 0;cursor:default;box-shadow:inset -1px 0 rgba(255,255,255,.75)}
 .tok:hover{outline:1.5px solid #000}
 .tok.empty::after{content:"\\00b7";color:#999}
 .ctl{color:#888}
