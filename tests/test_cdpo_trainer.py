@@ -63,7 +63,9 @@ def models():
 
 def make(cls, cfg, models, ds):
     policy, ref, tok = models
-    return cls(model=copy.deepcopy(policy), ref_model=copy.deepcopy(ref), args=cfg, train_dataset=ds, processing_class=tok)
+    return cls(
+        model=copy.deepcopy(policy), ref_model=copy.deepcopy(ref), args=cfg, train_dataset=ds, processing_class=tok
+    )
 
 
 def batch_of(trainer):
@@ -165,7 +167,9 @@ def test_hand_weights_match_full_logit_formula(models, tmp_path, granularity):
     for name, p in p2.named_parameters():
         torch.testing.assert_close(g[name], p.grad, rtol=1e-4, atol=1e-6)
     # the rejected weights really are non-trivial: unweighted DPO differs
-    unweighted = -F.logsigmoid(0.5 * ((lp - lr) * mask).sum(1).chunk(2)[0] - 0.5 * ((lp - lr) * mask).sum(1).chunk(2)[1]).mean()
+    unweighted = -F.logsigmoid(
+        0.5 * ((lp - lr) * mask).sum(1).chunk(2)[0] - 0.5 * ((lp - lr) * mask).sum(1).chunk(2)[1]
+    ).mean()
     assert abs(unweighted.item() - loss.item()) > 1e-4
     assert trainer._metrics["train"]["weights/chosen_mean"] == [1.0]
     assert 0 < trainer._metrics["train"]["weights/rejected_frac_above_0.5"][0] < 1
@@ -211,7 +215,9 @@ def _documented_fields(cls):
     """Fields documented in the token-weighting section of this class and of its tokrl parents."""
     names = set()
     for klass in cls.__mro__:
-        if klass.__module__.startswith("tokrl.") and "> Parameters that control token weighting" in (klass.__doc__ or ""):
+        if klass.__module__.startswith("tokrl.") and "> Parameters that control token weighting" in (
+            klass.__doc__ or ""
+        ):
             doc = klass.__doc__.split("> Parameters that control token weighting", 1)[1]
             names |= set(re.findall(r"^    (\w+) \(`", doc, flags=re.M))
     return names

@@ -71,7 +71,12 @@ def models():
 def make(cls, cfg, models, ds, **kw):
     policy, ref, tok = models
     return cls(
-        model=copy.deepcopy(policy), ref_model=copy.deepcopy(ref), args=cfg, train_dataset=ds, processing_class=tok, **kw
+        model=copy.deepcopy(policy),
+        ref_model=copy.deepcopy(ref),
+        args=cfg,
+        train_dataset=ds,
+        processing_class=tok,
+        **kw,
     )
 
 
@@ -272,7 +277,9 @@ def test_misaligned_reward_column_is_named(models, tmp_path):
 def test_metadata_mismatch_is_named(models, tmp_path):
     tok = models[2]
     meta = token_columns_metadata(tok, evaluator="smollm2-135m-instruct", template_hash="abc123")
-    make(TREGTrainer, config(tmp_path, treg_expected_evaluator="smollm2-135m-instruct"), models, dataset(tok, meta=meta))
+    make(
+        TREGTrainer, config(tmp_path, treg_expected_evaluator="smollm2-135m-instruct"), models, dataset(tok, meta=meta)
+    )
     with pytest.raises(ValueError, match="column 'token_columns_meta': template_hash is 'abc123'"):
         make(TREGTrainer, config(tmp_path, treg_expected_template_hash="zzz"), models, dataset(tok, meta=meta))
     other = copy.deepcopy(tok)
@@ -286,7 +293,12 @@ def test_config_refuses_losses_the_formula_does_not_cover(tmp_path):
         config(tmp_path, loss_type="ipo")
     with pytest.raises(ValueError, match="loss_type"):
         config(tmp_path, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0])
-    for kw in ({"ld_alpha": 0.5}, {"use_weighting": True}, {"label_smoothing": 0.1}, {"f_divergence_type": "js_divergence"}):
+    for kw in (
+        {"ld_alpha": 0.5},
+        {"use_weighting": True},
+        {"label_smoothing": 0.1},
+        {"f_divergence_type": "js_divergence"},
+    ):
         with pytest.raises(ValueError, match=next(iter(kw))):
             config(tmp_path, **kw)
     with pytest.raises(ValueError, match="treg_alpha"):

@@ -101,7 +101,12 @@ def models():
 
 def make(trainer_cls, cfg, policy, ref, tok, ds, **kw):
     return trainer_cls(
-        model=copy.deepcopy(policy), ref_model=copy.deepcopy(ref), args=cfg, train_dataset=ds, processing_class=tok, **kw
+        model=copy.deepcopy(policy),
+        ref_model=copy.deepcopy(ref),
+        args=cfg,
+        train_dataset=ds,
+        processing_class=tok,
+        **kw,
     )
 
 
@@ -149,7 +154,10 @@ def test_completion_ids_follow_trl_across_merged_boundaries(tmp_path):
     tok = bpe_tokenizer()
     model, _ = tiny_model(tokenizer=tok)
     ds = Dataset.from_list(
-        [{"prompt": "Q=1 A=", "chosen": "ok", "rejected": "no"}, {"prompt": "Q=12 A=", "chosen": "okay", "rejected": "ok"}]
+        [
+            {"prompt": "Q=1 A=", "chosen": "ok", "rejected": "no"},
+            {"prompt": "Q=12 A=", "chosen": "okay", "rejected": "ok"},
+        ]
     )
     trainer = DPOTrainer(
         model=model, ref_model=copy.deepcopy(model), args=config(tmp_path), train_dataset=ds, processing_class=tok
@@ -361,12 +369,22 @@ def test_precompute_ref_log_probs(models, tmp_path):
     """Refused with non-uniform weights (cached sums are unweighted); with uniform weights it equals TRL."""
     policy, ref, tok = models
     cfg = config(
-        tmp_path, WeightedDPOConfig, weighting={"name": "column", "column": "token_weights"}, precompute_ref_log_probs=True
+        tmp_path,
+        WeightedDPOConfig,
+        weighting={"name": "column", "column": "token_weights"},
+        precompute_ref_log_probs=True,
     )
     with pytest.raises(ValueError, match="precompute_ref_log_probs=True"):
         make(WeightedDPOTrainer, cfg, policy, ref, tok, with_weights(tok, ramp))
     trl = make(DPOTrainer, config(tmp_path, precompute_ref_log_probs=True), policy, ref, tok, plain_dataset())
-    mine = make(WeightedDPOTrainer, config(tmp_path, WeightedDPOConfig, precompute_ref_log_probs=True), policy, ref, tok, plain_dataset())
+    mine = make(
+        WeightedDPOTrainer,
+        config(tmp_path, WeightedDPOConfig, precompute_ref_log_probs=True),
+        policy,
+        ref,
+        tok,
+        plain_dataset(),
+    )
     torch.testing.assert_close(
         mine.compute_loss(mine.model, batch_of(mine)), trl.compute_loss(trl.model, batch_of(trl)), rtol=0, atol=0
     )
@@ -378,7 +396,15 @@ def test_weighter_needing_unavailable_inputs_is_refused(models, tmp_path):
 
     policy, ref, tok = models
     with pytest.raises(ValueError, match="needs \\['advantages'\\]"):
-        make(WeightedDPOTrainer, config(tmp_path, WeightedDPOConfig), policy, ref, tok, plain_dataset(), weighter=NeedsAdvantages())
+        make(
+            WeightedDPOTrainer,
+            config(tmp_path, WeightedDPOConfig),
+            policy,
+            ref,
+            tok,
+            plain_dataset(),
+            weighter=NeedsAdvantages(),
+        )
 
 
 def test_online_weighter_sees_policy_entropies(models, tmp_path):
@@ -393,7 +419,9 @@ def test_online_weighter_sees_policy_entropies(models, tmp_path):
             return torch.ones_like(view.mask)
 
     policy, ref, tok = models
-    trainer = make(WeightedDPOTrainer, config(tmp_path, WeightedDPOConfig), policy, ref, tok, plain_dataset(), weighter=Seen())
+    trainer = make(
+        WeightedDPOTrainer, config(tmp_path, WeightedDPOConfig), policy, ref, tok, plain_dataset(), weighter=Seen()
+    )
     batch = batch_of(trainer)
     trainer.compute_loss(trainer.model, batch)
     mask = batch["completion_mask"][:, 1:].bool()
@@ -455,7 +483,7 @@ def test_pinned_trl_internals(models, tmp_path):
         "ref_outputs = self.ref_model(**ref_model_kwargs, labels=labels, fused_lm_head=True)"
     )
     assert "logps = per_token_logps.sum(dim=1)" in src
-    assert "_non_model_keys = {\"completion_mask\", \"ref_chosen_logps\", \"ref_rejected_logps\"}" in src
+    assert '_non_model_keys = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}' in src
     assert list(inspect.signature(DPOTrainer.compute_ref_log_probs).parameters) == ["self", "model", "inputs"]
     policy, ref, tok = models
     # remove_unused_columns keeps our columns (signature override) and the wrapped collator adds them
@@ -472,7 +500,10 @@ def test_pinned_trl_internals(models, tmp_path):
 def test_evaluate_carries_the_columns(models, tmp_path):
     policy, ref, tok = models
     cfg = config(
-        tmp_path, WeightedDPOConfig, weighting={"name": "column", "column": "token_weights"}, per_device_eval_batch_size=3
+        tmp_path,
+        WeightedDPOConfig,
+        weighting={"name": "column", "column": "token_weights"},
+        per_device_eval_batch_size=3,
     )
     ds = with_weights(tok, ramp)
     trainer = make(WeightedDPOTrainer, cfg, policy, ref, tok, ds, eval_dataset=ds)
@@ -487,7 +518,11 @@ def test_evaluate_carries_the_columns(models, tmp_path):
 def test_trains_two_steps(models, tmp_path):
     policy, ref, tok = models
     cfg = config(
-        tmp_path, WeightedDPOConfig, weighting={"name": "column", "column": "token_weights"}, max_steps=2, logging_steps=1
+        tmp_path,
+        WeightedDPOConfig,
+        weighting={"name": "column", "column": "token_weights"},
+        max_steps=2,
+        logging_steps=1,
     )
     trainer = make(WeightedDPOTrainer, cfg, policy, ref, tok, with_weights(tok, ramp))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}

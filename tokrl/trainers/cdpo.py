@@ -74,12 +74,15 @@ class CDPOConfig(WeightedDPOConfig):
             raise ValueError("cDPO uses label_smoothing=0 (TRL's sigmoid loss ignores it); unset label_smoothing")
         if self.loss_granularity == "position":
             if list(self.loss_type) != ["sigmoid"] or self.loss_weights not in (None, [1.0]):
-                raise ValueError("loss_granularity='position' is a sigmoid loss; set loss_type='sigmoid' and no loss_weights")
+                raise ValueError(
+                    "loss_granularity='position' is a sigmoid loss; set loss_type='sigmoid' and no loss_weights"
+                )
             if self.f_divergence_type != "reverse_kl":
                 raise ValueError("loss_granularity='position' needs f_divergence_type='reverse_kl'")
             if self.precompute_ref_log_probs:
                 raise ValueError(
-                    "loss_granularity='position' needs per-token reference log-probs; set precompute_ref_log_probs=False"
+                    "loss_granularity='position' needs per-token reference log-probs; "
+                    "set precompute_ref_log_probs=False"
                 )
             if self.ld_alpha is not None or self.use_weighting:
                 raise ValueError("loss_granularity='position' does not combine with ld_alpha or use_weighting")

@@ -84,7 +84,9 @@ class TREGConfig(WeightedDPOConfig):
         if self.treg_alpha < 0:
             raise ValueError(f"treg_alpha must be >= 0, got {self.treg_alpha}")
         if self.treg_sequence_weight not in SEQUENCE_WEIGHTS:
-            raise ValueError(f"treg_sequence_weight must be one of {SEQUENCE_WEIGHTS}, got {self.treg_sequence_weight!r}")
+            raise ValueError(
+                f"treg_sequence_weight must be one of {SEQUENCE_WEIGHTS}, got {self.treg_sequence_weight!r}"
+            )
         if self.treg_normalize not in NORMALIZERS:
             raise ValueError(f"treg_normalize must be one of {NORMALIZERS}, got {self.treg_normalize!r}")
         if not self.treg_reward_column:
@@ -101,7 +103,9 @@ class TREGConfig(WeightedDPOConfig):
             ("label_smoothing", self.label_smoothing != 0.0),
         ):
             if bad:
-                raise ValueError(f"T-REG is derived for plain sigmoid DPO; {name} changes the loss, leave it at its default")
+                raise ValueError(
+                    f"T-REG is derived for plain sigmoid DPO; {name} changes the loss, leave it at its default"
+                )
         if self.weighting is not None:
             raise ValueError(
                 "T-REG keeps the DPO margin unweighted; 'weighting' must be None (the token rewards come from "

@@ -99,7 +99,9 @@ class WeightedDPOTrainer(DPOTrainer):
     _tag_names = ["trl", "dpo", "tokrl"]
     config_class = WeightedDPOConfig
 
-    def __init__(self, model, ref_model=None, args=None, *pargs, weighter: TokenWeighter | dict | str | None = None, **kwargs):
+    def __init__(
+        self, model, ref_model=None, args=None, *pargs, weighter: TokenWeighter | dict | str | None = None, **kwargs
+    ):
         spec = weighter if weighter is not None else getattr(args, "weighting", None)
         self.weighter = build_weighter(spec)
         self.uniform = type(self.weighter) is Uniform
@@ -109,7 +111,9 @@ class WeightedDPOTrainer(DPOTrainer):
                 f"weighter {type(self.weighter).__name__} needs {sorted(unsupported)}, which a DPO trainer cannot give "
                 f"before the loss; supported: {sorted(DPO_NEEDS)} and per-token dataset columns"
             )
-        self.column_names = tuple(dict.fromkeys(tuple(self.weighter.all_columns()) + tuple(self.extra_column_names(args))))
+        self.column_names = tuple(
+            dict.fromkeys(tuple(self.weighter.all_columns()) + tuple(self.extra_column_names(args)))
+        )
         if args is not None:
             self.check_args(args)
         self._pass: _Pass | None = None
@@ -256,7 +260,9 @@ class WeightedDPOTrainer(DPOTrainer):
         state = _Pass(inputs, columns)
         self._pass = state
         try:
-            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         finally:
             self._pass = None
         loss, outputs = result if return_outputs else (result, None)
