@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HELP = "Render per-token values (a run's token dumps or a scored dataset) as one self-contained HTML heatmap."
+HELP = "render per-token values (a run's token dumps or a scored dataset) as one self-contained HTML heatmap."
 
 
 def add_arguments(parser) -> None:

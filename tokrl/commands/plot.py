@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "Plot a run's logged metrics (metrics.jsonl) as PNGs: reward, kept-token fraction, loss, entropy."
+HELP = "plot a run's logged metrics (metrics.jsonl) as PNGs: reward, kept-token fraction, loss, entropy."
 
 
 def add_arguments(parser) -> None:
