@@ -222,7 +222,7 @@ def cleaned_dataset(tokens: Dataset, selected: Dataset) -> Dataset:
 
 def train_sft(init_model: str, dataset: Dataset, out_dir: Path, *, trainer: dict | None, weighting: Any,
               lora: dict | None = None, file: str = "<recipe>", where: str = "trainer",
-              eval_dataset: Dataset | None = None) -> dict:
+              chat_template: str | None = None) -> dict:
     """SFT `init_model` on `dataset` with TokenCleaningSFTTrainer; save the (LoRA-merged) model to `out_dir`."""
     from tokrl.models import load_model
     from tokrl.recipe import build_config
@@ -230,6 +230,8 @@ def train_sft(init_model: str, dataset: Dataset, out_dir: Path, *, trainer: dict
     from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 
     model, tokenizer = load_model(init_model)
+    if chat_template:
+        tokenizer.chat_template = chat_template
     tokenizer.padding_side = "right"
     defaults = dict(output_dir=str(out_dir / "trainer"), report_to="none", save_strategy="no", logging_steps=10,
                     num_train_epochs=1)
@@ -255,12 +257,13 @@ def train_sft(init_model: str, dataset: Dataset, out_dir: Path, *, trainer: dict
 
 def model_stage(stage_dir, *, init_model: str, dataset: Dataset, trainer: dict | None, weighting: Any,
                 lora: dict | None, data_fingerprint: str, file: str = "<recipe>", where: str = "trainer",
-                overwrite: bool = False) -> Path:
-    config = {"init_model": init_model, "trainer": trainer, "weighting": weighting, "lora": lora}
+                overwrite: bool = False, chat_template: str | None = None) -> Path:
+    config = {"init_model": init_model, "trainer": trainer, "weighting": weighting, "lora": lora,
+              "chat_template": chat_template}
     return run_artifact_stage(
         "sft", stage_dir,
         lambda tmp: train_sft(init_model, dataset, tmp, trainer=trainer, weighting=weighting, lora=lora, file=file,
-                              where=where),
+                              where=where, chat_template=chat_template),
         config, input_fingerprint=data_fingerprint, overwrite=overwrite,
     )
 

@@ -3,7 +3,8 @@
 Recipe sections (strict: unknown keys are errors naming the key and the file):
     output_dir, model, seed
     data:      source (corrupted_arithmetic | hub | disk), corrupted_arithmetic (CorruptedArithmeticSFT fields),
-               path, name, split, trusted_path, trusted_split, trusted_rows, max_rows, max_length, truncation_mode
+               path, name, split, trusted_path, trusted_split, trusted_rows, max_rows, max_length, truncation_mode,
+               chat_template (a Jinja string set on the tokenizer for every stage, e.g. for a base model)
     cleaning:  variants (all_tokens, fixed, per_sample, random, self_evolving), keep_ratio, num_chunks,
                score_batch_size, reference_model
     lora:      peft LoraConfig fields, or null for full fine-tuning
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("output_dir", "model", "seed", "data", "cleaning", "lora", "reference_trainer", "trainer", "eval")
 DATA_KEYS = ("source", "corrupted_arithmetic", "path", "name", "split", "trusted_path", "trusted_split",
-             "trusted_rows", "max_rows", "max_length", "truncation_mode")
+             "trusted_rows", "max_rows", "max_length", "truncation_mode", "chat_template")
 CLEANING_KEYS = ("variants", "keep_ratio", "num_chunks", "score_batch_size", "reference_model")
 EVAL_KEYS = ("max_new_tokens", "batch_size", "max_examples")
 VARIANTS = ("all_tokens", "fixed", "per_sample", "random", "self_evolving")
@@ -137,6 +138,9 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
 
     splits = load_data(recipe, file)
     _, tokenizer = load_model(base)
+    chat_template = data_cfg.get("chat_template")
+    if chat_template:
+        tokenizer.chat_template = chat_template
     tokens = tokenize_stage(splits["pool"], tokenizer, root / "tokenize", max_length=data_cfg.get("max_length", 1024),
                             truncation_mode=data_cfg.get("truncation_mode", "keep_start"), tokenizer_id=base,
                             overwrite=overwrite)
@@ -149,7 +153,7 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
         cfg = {"max_length": data_cfg.get("max_length", 1024), **(cfg if cfg is not None else trainer_cfg or {})}
         return model_stage(stage_dir, init_model=init, dataset=dataset, trainer=cfg,
                            weighting=weighting, lora=lora, data_fingerprint=fingerprint, file=file, where=where,
-                           overwrite=overwrite)
+                           overwrite=overwrite, chat_template=chat_template)
 
     def quality(cleaned: Dataset) -> dict:
         if "corrupted" not in cleaned.column_names:
