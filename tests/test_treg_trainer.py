@@ -307,3 +307,29 @@ def test_config_refuses_losses_the_formula_does_not_cover(tmp_path):
         config(tmp_path, treg_sequence_weight="dynamic")
     with pytest.raises(ValueError, match="'weighting' must be None"):
         config(tmp_path, weighting="uniform")
+
+
+def test_gradient_accumulation_matches_one_big_batch(models, tmp_path):
+    """1 step of 3 pairs x GA 1 == 1 step of 1 pair x GA 3 (the regulariser is a per-pair mean, like DPO)."""
+    ds = dataset(models[2])
+    params = []
+    for bs, ga in ((3, 1), (1, 3)):
+        cfg = config(
+            tmp_path / f"{bs}x{ga}",
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=1.0,
+            lr_scheduler_type="constant",
+            max_grad_norm=0.0,
+            treg_alpha=0.5,
+        )
+        trainer = make(TREGTrainer, cfg, models, ds)
+        trainer.train()
+        params.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    before = dict(models[0].named_parameters())
+    moved = max((params[0][n] - before[n]).abs().max().item() for n in before)
+    assert moved > 1e-4
+    for name in params[0]:
+        torch.testing.assert_close(params[1][name], params[0][name], rtol=1e-4, atol=1e-6)
