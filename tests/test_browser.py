@@ -96,6 +96,13 @@ def test_selector_and_navigation_state_from_the_url(chromium, tmp_path):
     assert token_span(1, 0, "x", colour(1.5, advantage)) in dom and colour(1.5, advantage) == (178, 24, 43)
     assert '<span class="lname">advantage</span><span class="kind">(diverging)</span>' in dom
     assert '<span class="lo">-1.5</span>' in dom and '<span class="mid ctl">centre 0</span>' in dom
+    # a token link pins the hover box, which lists every value of that token exactly
+    dom = browse(chromium, tmp_path, report.as_uri() + "#value=entropy&tok=0:2", "--dump-dom").stdout
+    tip = re.search(r'<div id="tip"([^>]*)>(.*?)</div>', dom, re.S)
+    assert "hidden" not in tip.group(1)
+    assert tip.group(2) == ('sample #0, token 2 of 5  id 3\n" is"\nweight = 0.25\n<b>entropy = 0.3</b>\n'
+                            'advantage = -0.5\nthr = 0')
+    assert 'class="tok pinned" data-s="0" data-k="2"' in dom and "page 1 / 3" in dom
     dom = browse(chromium, tmp_path, report.as_uri() + "#group=step%2010", "--dump-dom").stdout
     assert "page 1 / 1 (1 samples)" in dom and token_span(2, 0, "7", colour(1.0, value_scale([0, 1]))) in dom
 

@@ -40,7 +40,7 @@ main{padding:10px 20px 40px}
 .toks{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13.5px;white-space:pre-wrap;word-break:break-word;
  line-height:1.7}
 .tok{border-radius:2px;padding:1px 0;cursor:default;box-shadow:inset -1px 0 rgba(255,255,255,.75)}
-.tok:hover{outline:1.5px solid #000}
+.tok:hover,.tok.pinned{outline:1.5px solid #000}
 .tok.empty::after{content:"\\00b7";color:#999}
 .ctl{color:#888}
 #tip{position:fixed;z-index:5;background:#222;color:#fff;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;
@@ -52,7 +52,7 @@ main{padding:10px 20px 40px}
 JS = SCALE_JS + r"""
 const D = JSON.parse(document.getElementById('tokrl-data').textContent);
 const S = D.samples;
-const st = {value: D.initial, group: '', page: 0, size: D.page_size, idx: S.map((_, i) => i)};
+const st = {value: D.initial, group: '', page: 0, size: D.page_size, idx: S.map((_, i) => i), tok: null};
 const $ = id => document.getElementById(id);
 const esc = s => String(s).replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
 const fmt = x => (x === null || x === undefined) ? 'n/a'
@@ -84,20 +84,39 @@ function setup() {
   const box = $('samples'), tip = $('tip');
   box.addEventListener('mouseover', e => {
     const t = e.target.closest('.tok'); if (!t) { tip.hidden = true; return; }
-    const s = S[+t.dataset.s], k = +t.dataset.k;
-    let h = 'token ' + k + ' of ' + s.p.length + (s.i ? '  id ' + s.i[k] : '') + '\n' +
-      esc(JSON.stringify(s.p[k])) + '\n';
-    for (const n of Object.keys(s.v)) {
-      const v = s.v[n][k];
-      const line = esc(n) + ' = ' + esc(v === null ? 'n/a' : v);
-      h += (n === st.value ? '<b>' + line + '</b>' : line) + '\n';
-    }
-    tip.innerHTML = h.trimEnd(); tip.hidden = false;
+    tip.innerHTML = tipHtml(+t.dataset.s, +t.dataset.k); tip.hidden = false;
   });
   box.addEventListener('mousemove', e => {
     tip.style.left = Math.min(e.clientX + 14, window.innerWidth - 430) + 'px'; tip.style.top = (e.clientY + 16) + 'px';
   });
   box.addEventListener('mouseleave', () => { tip.hidden = true; });
+}
+
+// the hover box: the token's text, id and every value at full stored precision
+function tipHtml(i, k) {
+  const s = S[i];
+  let h = 'sample #' + i + ', token ' + k + ' of ' + s.p.length + (s.i ? '  id ' + s.i[k] : '') + '\n' +
+    esc(JSON.stringify(s.p[k])) + '\n';
+  for (const n of Object.keys(s.v)) {
+    const v = s.v[n][k];
+    const line = esc(n) + ' = ' + esc(v === null || v === undefined ? 'n/a' : v);
+    h += (n === st.value ? '<b>' + line + '</b>' : line) + '\n';
+  }
+  return h.trimEnd();
+}
+
+// "#tok=3:17" pins the hover box on token 17 of sample 3 (a link to one token)
+function pinToken() {
+  const m = /^(\d+):(\d+)$/.exec(st.tok || '');
+  if (!m || !S[+m[1]] || +m[2] >= S[+m[1]].p.length) return;
+  const pos = st.idx.indexOf(+m[1]);
+  if (pos < 0) return;
+  if (Math.floor(pos / st.size) !== st.page) { st.page = Math.floor(pos / st.size); render(); }
+  const el = document.querySelector('.tok[data-s="' + m[1] + '"][data-k="' + m[2] + '"]');
+  el.classList.add('pinned'); el.scrollIntoView({block: 'center'});
+  const r = el.getBoundingClientRect(), tip = $('tip');
+  tip.innerHTML = tipHtml(+m[1], +m[2]); tip.hidden = false;
+  tip.style.left = Math.min(r.left, window.innerWidth - 430) + 'px'; tip.style.top = (r.bottom + 6) + 'px';
 }
 
 function filterGroup(g) {
@@ -110,17 +129,20 @@ function readHash() {
   const h = new URLSearchParams(location.hash.slice(1));
   if (h.has('value') && D.names.includes(h.get('value'))) { st.value = h.get('value'); $('value').value = st.value; }
   if (h.has('group') && D.groups.includes(h.get('group'))) { filterGroup(h.get('group')); $('group').value = st.group; }
+  st.tok = h.get('tok');
   if (h.has('page')) st.page = Math.max(0, Math.min(Math.ceil(st.idx.length / st.size) - 1, (+h.get('page') || 1) - 1));
 }
 
 function writeHash() {
   const h = new URLSearchParams({value: st.value, page: String(st.page + 1)});
   if (st.group) h.set('group', st.group);
+  if (st.tok) h.set('tok', st.tok);
   try { history.replaceState(null, '', '#' + h.toString()); } catch (e) { /* some file:// contexts refuse */ }
 }
 
 function go(p) {
   const pages = Math.max(1, Math.ceil(st.idx.length / st.size));
+  st.tok = null;
   st.page = Math.min(pages - 1, Math.max(0, p)); render(); window.scrollTo(0, 0);
 }
 
@@ -170,6 +192,7 @@ function render() {
 setup();
 readHash();
 render();
+pinToken();
 """
 
 
