@@ -85,7 +85,9 @@ def test_value_flag_and_limits(tmp_path, capsys):
     assert main(["inspect", str(run), "--out", str(out), "--value", "thr", "--max-samples", "2",
                  "--page-size", "7"]) == 0
     data = embedded(out.read_text())
-    assert data["initial"] == "thr" and len(data["samples"]) == 2 and data["page_size"] == 7
+    assert data["initial"] == "thr" and data["page_size"] == 7
+    # two whole dumps do not fit in 2 samples: the latest two records
+    assert [s["l"] for s in data["samples"]] == ["step 5 \u00b7 completion 1", "step 10 \u00b7 completion 0"]
     assert main(["inspect", str(run), "--out", str(out), "--value", "nope"]) == 2
     assert "'nope' is not in the data; available: weight, entropy, advantage, thr" in capsys.readouterr().err
 
@@ -188,3 +190,15 @@ def test_preference_rows_without_ids_are_tokenised_like_trl(tmp_path):
     assert rejected["p"] == ["2", "2", "<|im_end|>"]
     assert rejected["v"] == {"token_weights": [1.0, 0.25, 0.0], "ce_prob": [0.125, 0.5, 0.75]}
     assert "tiny-pair" in html[html.index('<header'):html.index('</header>')]
+
+
+def test_a_long_run_is_sampled_at_evenly_spaced_dumps(tmp_path):
+    records = [{"step": step, "sample": k, "pieces": ["a"], "values": {"weight": [1.0]}}
+               for step in range(10, 110, 10) for k in range(3)]
+    run = make_run_dir(tmp_path / "run", records)
+    out = tmp_path / "r.html"
+    assert main(["inspect", str(run), "--out", str(out), "--max-samples", "12"]) == 0
+    data = embedded(out.read_text())
+    # 12 samples = 4 whole dumps of 3, at steps spread from the first to the last: 10, 40, 70, 100
+    assert [s["l"] for s in data["samples"]][::3] == [f"step {s} \u00b7 completion 0" for s in (10, 40, 70, 100)]
+    assert "12 of 30" in out.read_text()

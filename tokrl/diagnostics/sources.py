@@ -49,7 +49,7 @@ def load_run(path: Path, max_samples: int) -> tuple[list[dict], dict]:
     if not records:
         raise ValueError(f"{dump}: no token records")
     total = len(records)
-    records = records[:max_samples]
+    records = spread_over_steps(records, max_samples)
     samples = []
     for r in records:
         info = {}
@@ -91,6 +91,22 @@ def load_run(path: Path, max_samples: int) -> tuple[list[dict], dict]:
                 summary[f"last {key}"] = f"{last[key]:.4g}" if isinstance(last[key], float) else str(last[key])
     title = f"tokrl token heatmap: {run_info.get('method') or 'run'} \u00b7 {run_dir.name}"
     return samples, {"title": title, "summary": summary, "config": run_info.get("config") or {}}
+
+
+def spread_over_steps(records: list[dict], max_samples: int) -> list[dict]:
+    """At most `max_samples` records: whole dumps at evenly spaced steps (first and last included), so a long run
+    shows how the weights moved rather than only its beginning; if not even two dumps fit, the latest records."""
+    if len(records) <= max_samples:
+        return records
+    by_step: dict = {}
+    for r in records:
+        by_step.setdefault(r.get("step"), []).append(r)
+    steps = list(by_step)
+    for keep in range(len(steps), 1, -1):
+        chosen = list(dict.fromkeys(steps[round(i * (len(steps) - 1) / (keep - 1))] for i in range(keep)))
+        if sum(len(by_step[s]) for s in chosen) <= max_samples:
+            return [r for s in chosen for r in by_step[s]]
+    return records[-max_samples:]
 
 
 def is_token_dump(path: Path) -> bool:
