@@ -127,3 +127,29 @@ def test_load_preference_dataset_from_local_files(tmp_path):
         load_preference_dataset(str(tmp_path / "bad"))
     with pytest.raises(FileNotFoundError, match="data.hub"):
         load_preference_dataset("someone/some-dataset")
+
+
+def test_question_answer_prompts_gsm8k_style(tmp_path):
+    from tokrl.pipelines.preference import cut_at_stop, prompt_datasets
+
+    rows = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},
+            {"question": "What is 10 - 1?", "answer": "#### 9"}]
+    (tmp_path / "gsm.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"path": str(tmp_path / "gsm.jsonl"), "template": "Q: 1+1?\nA: 2\n\nQuestion: {question}\nAnswer: ",
+            "train_template": "Question: {question}\nAnswer: ", "eval_split": "test"}
+    built = prompt_datasets(spec, "r.yaml")
+    assert built["train"]["answer"] == ["7", "9"]
+    assert built["train"][1]["prompt"] == "Q: 1+1?\nA: 2\n\nQuestion: What is 10 - 1?\nAnswer: "
+    assert built["train"][1]["train_prompt"] == "Question: What is 10 - 1?\nAnswer: "
+    # pairs and SFT sets are stored with the zero-shot train prompt
+    sample = dict(built["train"][0], completions=["7", "8"], rewards=[1.0, 0.0])
+    from tokrl.pipelines.stage import run_stage
+
+    ds = Dataset.from_list([sample])
+    run_stage("sample", tmp_path / "s", lambda s, i: s, ds, {})
+    pairs = select_stage(tmp_path / "p", ds, tmp_path / "s", "pairs", SelectRules())
+    assert pairs[0]["prompt"] == "Question: Tom has 3 apples and buys 4. How many?\nAnswer: "
+    assert pairs[0]["chosen"] == "7" and pairs[0]["rejected"] == "8" and "train_prompt" not in pairs.column_names
+    assert cut_at_stop("The answer is 7.\n\nQuestion: next", ["\n\nQuestion:"]) == "The answer is 7."
+    with pytest.raises(Exception, match="r.yaml: prompts: the train split has no column 'q'"):
+        prompt_datasets(dict(spec, question_column="q"), "r.yaml")

@@ -47,6 +47,7 @@ class SampleSettings:
     max_new_tokens: int = 1024
     batch_size: int = 8  # prompts per `generate` call (each gives num_samples sequences)
     seed: int = 0
+    stop: list[str] | None = None  # stop strings (e.g. "\n\nQuestion:" after few-shot prompts); cut from the text
 
 
 def render_prompt(tokenizer, prompt) -> str:
@@ -80,15 +81,25 @@ def generate_completions(model, tokenizer, prompts: list, settings: SampleSettin
                 max_new_tokens=settings.max_new_tokens,
                 num_return_sequences=settings.num_samples,
                 pad_token_id=pad_id,
+                **({"stop_strings": list(settings.stop), "tokenizer": tokenizer} if settings.stop else {}),
             )
             decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            decoded = [d.strip() for d in decoded]
+            decoded = [cut_at_stop(d, settings.stop).strip() for d in decoded]
             n = settings.num_samples
             out.extend(decoded[i : i + n] for i in range(0, len(decoded), n))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return out
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> str:
+    """The text before the first stop string (generation stops after it, so it is still in the output)."""
+    for s in stop or ():
+        at = text.find(s)
+        if at >= 0:
+            text = text[:at]
+    return text
 
 
 def grade(reward_fn: Callable, rows: Dataset, completions: list[list[str]]) -> list[list[float]]:
@@ -212,7 +223,12 @@ def _response(prompt, text: str):
 
 
 def _extra_columns(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in ("prompt", "completions", "rewards")}
+    return {k: v for k, v in row.items() if k not in ("prompt", "train_prompt", "completions", "rewards")}
+
+
+def _train_prompt(row: dict):
+    """The prompt pairs and SFT examples are stored with: `train_prompt` when the sampler used another one."""
+    return row.get("train_prompt") or row["prompt"]
 
 
 def select_stage(
@@ -232,13 +248,14 @@ def select_stage(
         for row in shard:
             picked = select_row(row, rules, rng)
             extra = _extra_columns(row)
+            prompt = _train_prompt(row)
             if kind == "pairs":
                 for chosen, rejected in picked["pairs"]:
-                    out.append({"prompt": row["prompt"], "chosen": _response(row["prompt"], chosen),
-                                "rejected": _response(row["prompt"], rejected), **extra})
+                    out.append({"prompt": prompt, "chosen": _response(prompt, chosen),
+                                "rejected": _response(prompt, rejected), **extra})
             else:
                 for text in picked[kind]:
-                    out.append({"prompt": row["prompt"], "completion": _response(row["prompt"], text), **extra})
+                    out.append({"prompt": prompt, "completion": _response(prompt, text), **extra})
         return out
 
     config = {"rules": asdict(rules), "kind": kind}
@@ -516,12 +533,18 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
     extra: dict[str, tuple[Dataset, str]] = {}
     eval_data = None
     task = None
+    if recipe.get("task") is not None and recipe.get("prompts") is not None:
+        raise RecipeError(f"{file}: set either 'task' (an embedded task) or 'prompts' (a question/answer dataset)")
     if recipe.get("task") is not None:
         from tokrl.commands.train import build_task
 
         task = build_task(recipe["task"], file)
         built = task.build()
         eval_data = built["eval"]
+    elif recipe.get("prompts") is not None:
+        built = prompt_datasets(recipe["prompts"], file)
+        task = "prompts"
+        eval_data = built.get("eval")
     data = recipe.get("data")
     if data is not None:
         data = check_keys(data, ("path", "split", "hub", "num_pairs"), "data", file, required=("path",))
@@ -537,7 +560,8 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
                 extra[kind] = (sft, config_hash_of([fp, kind]))
         return PairsSource(pairs, fp, eval_data, {"pairs": len(pairs), "source": str(data["path"])}), extra
     if task is None:
-        raise RecipeError(f"{file}: set 'task' (pairs are sampled from it) or 'data' (a DPO-format dataset)")
+        raise RecipeError(f"{file}: set 'task' or 'prompts' (pairs are sampled from them) or 'data' (a DPO-format "
+                          "dataset)")
     sample_spec = dict(recipe.get("sample") or {})
     num_prompts = sample_spec.pop("num_prompts", None)
     shard_size = int(sample_spec.pop("shard_size", 64))
@@ -602,3 +626,56 @@ def model_loader(model_id: str, trust_remote_code: bool = False) -> Callable:
         return model, tokenizer
 
     return load
+
+
+PROMPT_KEYS = ("path", "hub", "split", "eval_split", "question_column", "answer_column", "template", "train_template",
+               "num_eval")
+
+
+def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
+    """Train (and eval) prompts from a question/answer dataset (e.g. GSM8K), formatted with `template`.
+
+    `template` (placeholder `{question}`) is the sampling prompt, which may hold few-shot exemplars;
+    `train_template` (default: `template`) is the prompt the SFT sets and pairs are stored with (the cDPO release
+    samples few-shot but trains and scores zero-shot). The gold answer is the last number of `answer_column`
+    (GSM8K's "#### 72" gives "72"). A hub name is used only with `hub: true`.
+    """
+    from datasets import load_dataset, load_from_disk
+
+    from tokrl.recipe import RecipeError, check_keys
+    from tokrl.rewards import extract_answer
+
+    spec = check_keys(spec, PROMPT_KEYS, "prompts", file, required=("path",))
+    template = spec.get("template", "Question: {question}\nAnswer: ")
+    train_template = spec.get("train_template", template)
+    qcol, acol = spec.get("question_column", "question"), spec.get("answer_column", "answer")
+
+    def load(split):
+        path = Path(str(spec["path"]))
+        if path.is_dir():
+            ds = load_from_disk(str(path))
+            return ds[split] if hasattr(ds, "keys") else ds
+        if path.is_file():
+            kind = "parquet" if path.suffix == ".parquet" else "json"
+            return load_dataset(kind, data_files=str(path), split="train")
+        if spec.get("hub"):
+            return load_dataset(str(spec["path"]), "main" if "gsm8k" in str(spec["path"]) else None, split=split)
+        raise RecipeError(f"{file}: prompts.path '{path}' not found (hub datasets need prompts.hub: true)")
+
+    def fmt(ds, split):
+        for col in (qcol, acol):
+            if col not in ds.column_names:
+                raise RecipeError(f"{file}: prompts: the {split} split has no column '{col}' (columns: "
+                                  f"{ds.column_names})")
+        return ds.map(lambda r: {"prompt": template.format(question=r[qcol]),
+                                 "train_prompt": train_template.format(question=r[qcol]),
+                                 "question": r[qcol], "answer": extract_answer(str(r[acol])) or str(r[acol])},
+                      remove_columns=ds.column_names)
+
+    out = {"train": fmt(load(spec.get("split", "train")), "train")}
+    if spec.get("eval_split"):
+        ev = fmt(load(spec["eval_split"]), "eval")
+        if spec.get("num_eval"):
+            ev = ev.select(range(min(int(spec["num_eval"]), len(ev))))
+        out["eval"] = ev  # evaluated with the sampling prompt (the release evaluates few-shot, greedy)
+    return out

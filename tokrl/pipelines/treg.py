@@ -242,7 +242,7 @@ def reward_stats(scored: Dataset) -> dict[str, float]:
 # ---- the whole pipeline -----------------------------------------------------------------------------------------
 
 STAGES = ("sample", "select_pairs", "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo")
-RECIPE_KEYS = ("model", "trust_remote_code", "task", "data", "reward", "output_dir", "sample", "select", "score",
+RECIPE_KEYS = ("model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample", "select", "score",
                "train", "trainer", "baseline", "eval", "description")
 
 
