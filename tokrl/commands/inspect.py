@@ -15,8 +15,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tokenizer", default=None, help="tokenizer for dataset ids: path, hub id, embedded "
                         "model name or 'tiny' (default: from the dataset's metadata)")
     parser.add_argument("--split", default=None, help="split of a DatasetDict (default: train, else the first)")
-    parser.add_argument("--max-samples", type=int, default=1000, help="samples embedded in the page (default 1000); a longer run is cut to whole dumps at evenly "
-                        "spaced steps")
+    parser.add_argument("--max-samples", type=int, default=1000, help="samples embedded in the page (default "
+                        "1000); a longer run is cut to whole dumps at evenly spaced steps")
     parser.add_argument("--page-size", type=int, default=20, help="samples drawn per page (default 20)")
 
 
