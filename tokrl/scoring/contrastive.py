@@ -91,9 +91,8 @@ def contrastive_token_logprobs(
     pos_adapter, neg_adapter = adapters if adapters is not None else (None, None)
     head_pos, head_neg = lm_head_of(model_pos), lm_head_of(model_neg)
     if head_pos.weight.shape != head_neg.weight.shape:
-        raise ValueError(
-            f"the two models' LM heads differ in shape: {tuple(head_pos.weight.shape)} vs {tuple(head_neg.weight.shape)}"
-        )
+        shapes = f"{tuple(head_pos.weight.shape)} vs {tuple(head_neg.weight.shape)}"
+        raise ValueError(f"the two models' LM heads differ in shape: {shapes}")
     if head_pos.softcap is not None or head_neg.softcap is not None:
         raise ValueError("softcapped logits (final_logit_softcapping) are not supported by the contrastive scorer")
     shared = _same_head(head_pos, head_neg)

@@ -1,0 +1,142 @@
+"""GRPO step time and peak memory: tokrl's weighted trainers vs TRL's GRPOTrainer, and CPU defaults vs TRL's.
+
+Same model (SmolLM2-135M-Instruct, the embedded GGUF converted once), data (arithmetic prompts), seed and config
+for every contender. Generation is forced to the full `max_completion_length` (`min_new_tokens`), so every
+contender does the same work in every step even after its weights have diverged.
+
+Contenders:
+- `trl`: `trl.GRPOTrainer` with `GRPOConfig(bf16=<gpu>, gradient_checkpointing=<gpu>)`, i.e. the precision and
+  checkpointing that tokrl's defaults resolve to on this machine (a like-for-like comparison);
+- `tokrl-uniform`: `WeightedGRPOTrainer` with uniform weights and `WeightedGRPOConfig`'s defaults;
+- `tokrl-forking`: `ForkingGRPOTrainer` (rho = 0.2, the paper's forking mask);
+- `trl-defaults` (CPU only): `GRPOConfig(use_cpu=True)` with TRL's own defaults, bf16=True (autocast) and
+  gradient_checkpointing=True. Without `use_cpu=True`, `GRPOConfig()` on a CPU-only machine raises
+  "Your setup doesn't support bf16/gpu".
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+
+import torch
+from transformers import TrainerCallback
+
+from benchmarks import clock
+from benchmarks.registry import Case, Result, Target, register
+
+MODEL = "smollm2-135m-instruct"
+
+
+class StepTimer(TrainerCallback):
+    """Wall and CPU seconds of every optimizer step (generation, scoring, loss, backward, optimizer)."""
+
+    def __init__(self):
+        self.times: list[tuple[float, float]] = []
+        self._start = (0.0, 0.0)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = clock.now()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(clock.since(self._start))
+
+
+def settings(quick: bool) -> dict:
+    # per step: one group of 4 completions of a fixed length; the first step is a warm-up and not timed
+    return {"completion_length": 8 if quick else 16, "timed_steps": 1 if quick else 2, "group": 4}
+
+
+def load(contender: str, quick: bool):
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tokrl.data.arithmetic import ArithmeticTask
+    from tokrl.models import load_model
+    from tokrl.rewards import accuracy_reward, format_reward
+    from tokrl.trainers import ForkingGRPOConfig, ForkingGRPOTrainer, WeightedGRPOConfig, WeightedGRPOTrainer
+
+    s = settings(quick)
+    gpu = torch.cuda.is_available()
+    model, tokenizer = load_model(MODEL)
+    data = ArithmeticTask(num_train=64, num_eval=0, seed=0).build()["train"]
+    common = dict(
+        output_dir=tempfile.mkdtemp(prefix="tokrl-bench-"),
+        per_device_train_batch_size=s["group"],
+        num_generations=s["group"],
+        max_completion_length=s["completion_length"],
+        generation_kwargs={"min_new_tokens": s["completion_length"]},
+        max_steps=1 + s["timed_steps"],
+        learning_rate=1e-6,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    if contender == "trl":
+        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, bf16=gpu, gradient_checkpointing=gpu)
+    elif contender == "trl-defaults":
+        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, use_cpu=not gpu)
+    elif contender == "tokrl-uniform":
+        trainer_cls, args = WeightedGRPOTrainer, WeightedGRPOConfig(**common)
+    elif contender == "tokrl-forking":
+        trainer_cls, args = ForkingGRPOTrainer, ForkingGRPOConfig(**common, forking_rho=0.2)
+    else:
+        raise ValueError(contender)
+    timer = StepTimer()
+    trainer = trainer_cls(
+        model=model,
+        reward_funcs=[accuracy_reward, format_reward],
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+
+    def run() -> Result:
+        trainer.train()
+        timed = timer.times[1:]
+        return Result(
+            wall=statistics.median(t[0] for t in timed),
+            cpu=statistics.median(t[1] for t in timed),
+            extra={
+                "bf16": bool(args.bf16),
+                "gradient_checkpointing": bool(args.gradient_checkpointing),
+                "step_wall_s": [round(t[0], 3) for t in timer.times],
+                "step_cpu_s": [round(t[1], 3) for t in timer.times],
+            },
+        )
+
+    return run
+
+
+register(
+    Case(
+        name="grpo",
+        description="GRPO step on SmolLM2-135M: tokrl trainers vs TRL (same config), tokrl CPU defaults vs TRL's",
+        contenders=["trl", "tokrl-uniform", "tokrl-forking"]
+        + ([] if torch.cuda.is_available() else ["trl-defaults"]),
+        load=load,
+        targets=[
+            Target("uniform time vs TRL", "time", "tokrl-uniform", "trl", 1.05),
+            Target("uniform memory vs TRL", "memory", "tokrl-uniform", "trl", 1.05),
+            Target("forking time vs uniform", "time", "tokrl-forking", "tokrl-uniform", 1.02),
+            Target("forking memory vs uniform", "memory", "tokrl-forking", "tokrl-uniform", 1.02),
+        ]
+        + (
+            []
+            if torch.cuda.is_available()
+            else [
+                Target(
+                    "CPU defaults speed-up (TRL-defaults time / tokrl)",
+                    "time",
+                    "trl-defaults",
+                    "tokrl-uniform",
+                    5.0,
+                    at_least=True,
+                )
+            ]
+        ),
+        notes=__doc__,
+    )
+)
