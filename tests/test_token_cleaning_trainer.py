@@ -70,7 +70,20 @@ def test_masked_loss_equals_hand_computation(tmp_path):
     trainer = TokenCleaningSFTTrainer(model=model, args=TokenCleaningSFTConfig(str(tmp_path), **ARGS),
                                       train_dataset=tokenised(rows, tok, masks), processing_class=tok)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    calls, head_inputs = [], []
+    forward = model.forward  # TRL's fused-head forward, patched in at init
+
+    def recording_forward(*args, **kwargs):
+        calls.append(bool(kwargs.get("fused_lm_head")))
+        return forward(*args, **kwargs)
+
+    model.forward = recording_forward
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: head_inputs.append(tuple(i[0].shape)))
     loss = trainer.compute_loss(model, dict(batch))
+    hook.remove()
+    model.forward = forward
+    assert calls == [True]  # one forward, through TRL's fused, vocabulary-chunked head
+    assert all(shape[:2] != tuple(batch["input_ids"].shape) for shape in head_inputs)  # never [B, T, V] logits
     loss.backward()
     got = grads(model)
     model.zero_grad()
