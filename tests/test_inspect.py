@@ -202,3 +202,31 @@ def test_a_long_run_is_sampled_at_evenly_spaced_dumps(tmp_path):
     # 12 samples = 4 whole dumps of 3, at steps spread from the first to the last: 10, 40, 70, 100
     assert [s["l"] for s in data["samples"]][::3] == [f"step {s} \u00b7 completion 0" for s in (10, 40, 70, 100)]
     assert "12 of 30" in out.read_text()
+
+
+def test_pipeline_stage_dir_with_tokenizer_in_its_metadata(tmp_path):
+    """A token-cleaning-like stage: `input_ids` with `token_scores` and a `token_mask`, written in two shards."""
+    from datasets import Dataset
+
+    from tokrl.pipelines.stage import run_stage
+
+    texts = ["1+1=2", "9-3=6", "2*4=8"]
+    inputs = Dataset.from_dict({"text": texts})
+
+    def score(shard, index):
+        ids = [_tiny_ids(t) for t in shard["text"]]
+        return {"input_ids": ids, "token_scores": [[0.5 * k - 1.0 for k in range(len(i))] for i in ids],
+                "token_mask": [[k >= 2 for k in range(len(i))] for i in ids]}
+
+    run_stage("score", tmp_path / "stage", score, inputs, {"ratio": 0.6}, shard_size=2,
+              metadata={"tokenizer": "tiny", "method": "token_cleaning"})
+    out = tmp_path / "s.html"
+    assert main(["inspect", str(tmp_path / "stage"), "--out", str(out)]) == 0
+    html = out.read_text()
+    data = embedded(html)
+    assert ["".join(s["p"]) for s in data["samples"]] == texts
+    assert data["samples"][2]["v"] == {"token_scores": [-1.0, -0.5, 0.0, 0.5, 1.0],
+                                       "token_mask": [0.0, 0.0, 1.0, 1.0, 1.0]}
+    assert data["initial"] == "token_scores"
+    header = html[html.index('<header'):html.index('</header>')]
+    assert "token_cleaning" in header and "ratio" in header and "tiny (from metadata" in header

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokrl.diagnostics.colors import SCALE_JS, value_scale
 
-PREFERRED = ("weight", "thr", "advantage", "entropy")
+PREFERRED = ("weight", "token_weights", "thr", "token_rewards", "advantage", "token_scores", "entropy")
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
