@@ -170,3 +170,26 @@ def test_shipped_recipes_are_valid(name):
                               use_cpu=True)
         assert config.remove_unused_columns is False
     assert recipe["cleaning"]["keep_ratio"] == 0.6
+
+
+def test_lora_training_stage_saves_a_merged_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tokrl.pipelines.token_cleaning_tokens import tokenize_sft_row
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    _, tok = tiny_model()
+    rows = [tokenize_sft_row({"prompt": [{"role": "user", "content": f"{i}+1"}],
+                              "completion": [{"role": "assistant", "content": str(i + 1)}]}, tok) for i in range(8)]
+    for r in rows:
+        r["token_mask"] = [m * (j % 2) for j, m in enumerate(r["completion_mask"])]
+    out = tmp_path / "out"
+    out.mkdir()
+    meta = tc.train_sft(str(model_dir), Dataset.from_list(rows), out, weighting=tc.MASK_WEIGHTING,
+                        trainer={"per_device_train_batch_size": 4, "learning_rate": 1e-2, "use_cpu": True},
+                        lora={"r": 4, "lora_alpha": 8, "target_modules": "all-linear"})
+    assert meta["steps"] == 2 and meta["rows"] == 8
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    init = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert not any("lora" in name for name in merged.state_dict())
+    assert not torch.equal(merged.model.layers[0].self_attn.q_proj.weight, init.model.layers[0].self_attn.q_proj.weight)
