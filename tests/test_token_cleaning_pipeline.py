@@ -136,7 +136,7 @@ def test_self_evolving_rounds(tmp_path):
 
     scored, trained = [], []
 
-    def score(model, rows, stage_dir, *, model_id, batch_size, overwrite):
+    def score(model, rows, stage_dir, *, model_id, batch_size, overwrite, input_fingerprint):
         scored.append((model, len(rows), Path(stage_dir).parent.name))
         rng = np.random.default_rng(len(scored))
         return Dataset.from_dict({"logps": [[0.0, 0.0, *rng.normal(size=4).tolist()] for _ in range(len(rows))]})

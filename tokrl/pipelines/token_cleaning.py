@@ -96,8 +96,9 @@ def row_logps_examples(rows: Dataset) -> list[dict]:
 
 
 def score_stage(model, tokens: Dataset, stage_dir, *, model_id: str, batch_size: int = 8,
-                overwrite: bool = False, shard_size: int = 512) -> Dataset:
-    """Column `logps` (float32, aligned with input_ids, 0 on prompt positions) of the response under `model`."""
+                overwrite: bool = False, shard_size: int = 512, input_fingerprint: str | None = None) -> Dataset:
+    """Column `logps` (float32, aligned with input_ids, 0 on prompt positions) of the response under `model`.
+    `input_fingerprint` (e.g. the tokenize stage's) saves hashing the token ids again."""
     from tokrl.scoring import score_tokens
 
     features = Features({"logps": Sequence(Value("float32"))})
@@ -111,7 +112,7 @@ def score_stage(model, tokens: Dataset, stage_dir, *, model_id: str, batch_size:
     config = {"model": model_id, "what": "response token log-probs"}
     sub = tokens.select_columns(["input_ids", "completion_mask"])
     return run_stage(f"logps:{model_id}", stage_dir, fn, sub, config, shard_size=shard_size, overwrite=overwrite,
-                     features=features)
+                     features=features, input_fingerprint=input_fingerprint)
 
 
 # ---- stage 2: select ------------------------------------------------------------------------------------------
@@ -196,8 +197,6 @@ def _write_selection_summary(stage_dir, selected: Dataset, tokens: Dataset, meta
     """Side JSON: counts, zero-kept rows and the per-sample kept-fraction histogram (global selection leaves
     some rows at 0 % and others near 100 %: expected, not a bug)."""
     path = Path(stage_dir) / "selection.json"
-    if path.is_file():
-        return
     kept, total, zero, fracs = 0, 0, 0, []
     for lo in range(0, len(selected), _READ_BATCH):
         for keep, resp in zip(selected[lo:lo + _READ_BATCH]["token_mask"],
@@ -272,7 +271,8 @@ def model_stage(stage_dir, *, init_model: str, dataset: Dataset, trainer: dict |
 
 
 class Models:
-    """Loads one scoring model at a time (the base, a reference, a round's checkpoint)."""
+    """Loads one scoring model at a time (the base, a reference, a round's checkpoint), on the GPU when there is
+    one (bf16 weights there; the scorer's log-softmax runs in fp32), else fp32 on the CPU."""
 
     def __init__(self, dtype=None):
         self.dtype = dtype
@@ -285,23 +285,27 @@ class Models:
 
         if name != self._name:
             self._model = None
-            self._model, _ = load_model(name, dtype=self.dtype or torch.float32)
+            gpu = torch.cuda.is_available()
+            dtype = self.dtype or (torch.bfloat16 if gpu else torch.float32)
+            self._model, _ = load_model(name, dtype=dtype)
+            if gpu:
+                self._model.to("cuda")
             self._name = name
         return self._model
 
 
 def fixed_model_cleaning(tokens: Dataset, root: Path, *, base: str, reference: str, keep_ratio: float,
                          selection: str, batch_size: int, models: Models, seed: int = 0,
-                         overwrite: bool = False) -> tuple[Dataset, dict]:
+                         overwrite: bool = False, tokens_fingerprint: str | None = None) -> tuple[Dataset, dict]:
     """Score the whole pool with base and reference, select; returns (cleaned dataset, selection summary)."""
     if selection == "random":
         base_lp = ref_lp = None
         names = {}
     else:
         base_lp = score_stage(models.get(base), tokens, root / "logps_base", model_id=base, batch_size=batch_size,
-                              overwrite=overwrite)
+                              overwrite=overwrite, input_fingerprint=tokens_fingerprint)
         ref_lp = score_stage(models.get(reference), tokens, root / "logps_reference", model_id=reference,
-                             batch_size=batch_size, overwrite=overwrite)
+                             batch_size=batch_size, overwrite=overwrite, input_fingerprint=tokens_fingerprint)
         names = {"base": base, "reference": reference}
     stage = root / f"select_{selection}"
     fp = _fingerprints(root / "logps_base", root / "logps_reference") if names else None
@@ -333,13 +337,14 @@ def chunk_bounds(n: int, num_chunks: int) -> list[tuple[int, int]]:
 
 def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio: float, num_chunks: int,
                            batch_size: int, models: Models, train: Callable[..., Path], overwrite: bool = False,
-                           score: Callable | None = None) -> tuple[str, list[dict]]:
+                           score: Callable | None = None, tokens_fingerprint: str | None = None
+                           ) -> tuple[str, list[dict]]:
     """Run the rounds; `train(stage_dir, init_model, dataset, weighting)` trains one round and returns the saved
     model's path. Every stage is resumable, so a killed run resumes at the first unfinished round."""
     score = score or score_stage
     bounds = chunk_bounds(len(tokens), num_chunks)
     base_lp = score(models.get(base), tokens, root / "logps_base", model_id=base, batch_size=batch_size,
-                    overwrite=overwrite)
+                    overwrite=overwrite, input_fingerprint=tokens_fingerprint)
     rounds = []
     chunk0 = tokens.select(range(*bounds[0]))
     current = str(train(root / "round_00" / "model", base, chunk0, "uniform"))
@@ -348,7 +353,8 @@ def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio
         chunk = tokens.select(range(a, b))
         rdir = root / f"round_{t:02d}"
         ref_lp = score(models.get(current), chunk, rdir / "logps_reference", model_id=current,
-                       batch_size=batch_size, overwrite=overwrite)
+                       batch_size=batch_size, overwrite=overwrite,
+                       input_fingerprint=config_hash([tokens_fingerprint, a, b]) if tokens_fingerprint else None)
         chunk_base = base_lp.select(range(a, b))
         selected = select_stage(chunk, chunk_base, ref_lp, rdir / "select_global", keep_ratio=keep_ratio,
                                 selection="global", models={"base": base, "reference": current},

@@ -109,7 +109,11 @@ def evaluate_model(path: str, eval_data: Dataset, cfg: dict) -> dict:
     from tokrl.models import load_model
     from tokrl.rewards import format_reward
 
+    import torch
+
     model, tokenizer = load_model(path)
+    if torch.cuda.is_available():
+        model.to("cuda")
     if cfg.get("max_examples"):
         eval_data = eval_data.select(range(min(int(cfg["max_examples"]), len(eval_data))))
     kw = dict(max_new_tokens=cfg.get("max_new_tokens", 8), batch_size=cfg.get("batch_size", 32))
@@ -189,7 +193,7 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
             selection = {"fixed": "global", "per_sample": "per_sample", "random": "random"}[variant]
             cleaned, summary = fixed_model_cleaning(
                 tokens, root / "fixed", base=base, reference=reference, keep_ratio=ratio, selection=selection,
-                batch_size=batch, models=models, seed=seed, overwrite=overwrite)
+                batch_size=batch, models=models, seed=seed, overwrite=overwrite, tokens_fingerprint=token_fp)
             fp = config_hash([token_fp, stage_fingerprint(root / "fixed" / f"select_{selection}")])
             path = train(root / f"model_{variant}", base, cleaned, MASK_WEIGHTING, fp)
             finals[variant] = str(path)
@@ -206,7 +210,7 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
         final, rounds = self_evolving_cleaning(
             tokens, root / "self_evolving", base=base, keep_ratio=ratio,
             num_chunks=int(cleaning.get("num_chunks", 5)), batch_size=batch, models=models, train=train_round,
-            overwrite=overwrite)
+            overwrite=overwrite, tokens_fingerprint=token_fp)
         finals["self_evolving"] = final
         entry = {"rounds": rounds}
         if "corrupted" in tokens.column_names:
