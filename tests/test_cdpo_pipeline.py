@@ -137,3 +137,14 @@ def test_recipe_errors_name_the_key_and_file(tmp_path, monkeypatch):
         run_cdpo(recipe, ["contrast.lora.rank=4"])
     with pytest.raises(RecipeError, match="unknown stage 'scor'.*did you mean 'score'"):
         run_cdpo(recipe, stage="scor")
+
+
+@pytest.mark.parametrize("name", ["cdpo_arithmetic", "cdpo_gsm8k"])
+def test_shipped_recipes_pass_every_check(name):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
+    text = recipe.read_text()
+    assert text.startswith("# cDPO") and "tokrl cdpo recipes/" in text and "arXiv 2411.19943" in text
+    out = run_cdpo(recipe, dry_run=True)
+    assert out["ok"] and out["stages"][-1] == "rollout_check"

@@ -204,3 +204,15 @@ def test_trainer_accepts_the_scored_pairs_and_refuses_other_metadata(tmp_path):
     short = scored.map(lambda r: {"rejected_token_rewards": r["rejected_token_rewards"][:-1]})
     with pytest.raises(ValueError, match="column 'rejected_token_rewards' row 0"):
         TREGTrainer(model=model, args=TREGConfig(**kw), train_dataset=short, processing_class=tokenizer)
+
+
+@pytest.mark.parametrize("name", ["treg_arithmetic", "treg_ultrafeedback"])
+def test_shipped_recipes_pass_every_check(name):
+    from pathlib import Path
+
+    from tokrl.pipelines.treg import run_treg
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
+    text = recipe.read_text()
+    assert text.startswith("# T-REG") and "tokrl treg recipes/" in text and "arXiv 2412.02685" in text
+    assert run_treg(recipe, dry_run=True)["ok"]

@@ -222,7 +222,7 @@ def weight_stats(scored: Dataset) -> dict[str, float]:
 
 
 def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
-             stop_after: str | None = None) -> dict:
+             stop_after: str | None = None, dry_run: bool = False) -> dict:
     """`tokrl cdpo RECIPE.yaml`: every stage in order, skipping complete ones; returns (and writes) a summary."""
     from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
     from tokrl.trainers.cdpo import CDPOConfig, CDPOTrainer
@@ -247,7 +247,18 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
     from tokrl.pipelines.rollout_check import RolloutSettings
 
     rollout = settings_from(RolloutSettings, recipe.get("rollout_check"), "rollout_check", file)
+    from tokrl.pipelines.preference import check_pair_sections
+
+    check_pair_sections(recipe, file)
+    lora_config(contrast.get("lora", CONTRAST_LORA), "contrast.lora", file)
+    from trl import SFTConfig
+
+    build_config(SFTConfig, {**CONTRAST_TRAINER, **(contrast.get("trainer") or {})}, file, "contrast.trainer",
+                 **cpu_sane(SFTConfig), output_dir=str(output_dir / "contrast"))
+    lora_config(policy_lora_spec, "train.lora", file)
     runner = Runner(output_dir, STAGES, overwrite=overwrite, only=stage, stop_after=stop_after, file=file)
+    if dry_run:  # every section checked, nothing loaded or written
+        return {"recipe": file, "ok": True, "stages": list(STAGES)}
     output_dir.mkdir(parents=True, exist_ok=True)
     from tokrl.run_dir import write_run_info
 

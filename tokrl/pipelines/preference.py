@@ -574,9 +574,15 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
     from tokrl.rewards import resolve_rewards
 
     try:
-        (reward_fn,) = resolve_rewards([reward_name] if isinstance(reward_name, str) else reward_name)
+        reward_fns = resolve_rewards([reward_name] if isinstance(reward_name, str) else reward_name)
     except ValueError as exc:
         raise RecipeError(f"{file}: reward: {exc}") from None
+    if not reward_fns:
+        raise RecipeError(f"{file}: reward: name at least one reward (e.g. [accuracy])")
+
+    def reward_fn(**kwargs):  # several rewards add up, as in TRL's default multi-reward aggregation
+        per = [fn(**kwargs) for fn in reward_fns]
+        return [sum(vals) if all(v is not None for v in vals) else None for vals in zip(*per)]
 
     def sample(overwrite):
         model, tokenizer = load_base()
@@ -628,7 +634,7 @@ def model_loader(model_id: str, trust_remote_code: bool = False) -> Callable:
     return load
 
 
-PROMPT_KEYS = ("path", "hub", "split", "eval_split", "question_column", "answer_column", "template", "train_template",
+PROMPT_KEYS = ("path", "hub", "name", "split", "eval_split", "question_column", "answer_column", "template", "train_template",
                "num_eval")
 
 
@@ -659,7 +665,7 @@ def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
             kind = "parquet" if path.suffix == ".parquet" else "json"
             return load_dataset(kind, data_files=str(path), split="train")
         if spec.get("hub"):
-            return load_dataset(str(spec["path"]), "main" if "gsm8k" in str(spec["path"]) else None, split=split)
+            return load_dataset(str(spec["path"]), spec.get("name"), split=split)
         raise RecipeError(f"{file}: prompts.path '{path}' not found (hub datasets need prompts.hub: true)")
 
     def fmt(ds, split):
@@ -679,3 +685,30 @@ def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
             ev = ev.select(range(min(int(spec["num_eval"]), len(ev))))
         out["eval"] = ev  # evaluated with the sampling prompt (the release evaluates few-shot, greedy)
     return out
+
+
+def check_pair_sections(recipe: dict, file) -> None:
+    """Validate the sections `task_pairs` reads (task, prompts, data, sample, select, reward) without running."""
+    from tokrl.recipe import RecipeError, check_keys
+
+    if recipe.get("task") is not None:
+        from tokrl.commands.train import build_task
+
+        build_task(recipe["task"], file)
+    if recipe.get("prompts") is not None:
+        check_keys(recipe["prompts"], PROMPT_KEYS, "prompts", file, required=("path",))
+    if recipe.get("data") is not None:
+        check_keys(recipe["data"], ("path", "split", "hub", "num_pairs"), "data", file, required=("path",))
+    if recipe.get("task") is None and recipe.get("prompts") is None and recipe.get("data") is None:
+        raise RecipeError(f"{file}: set 'task' or 'prompts' (pairs are sampled from them) or 'data' (a DPO-format "
+                          "dataset)")
+    sample_spec = {k: v for k, v in (recipe.get("sample") or {}).items() if k not in ("num_prompts", "shard_size")}
+    settings_from(SampleSettings, sample_spec, "sample", file)
+    settings_from(SelectRules, recipe.get("select"), "select", file)
+    from tokrl.rewards import resolve_rewards
+
+    name = recipe.get("reward") or "accuracy"
+    try:
+        resolve_rewards([name] if isinstance(name, str) else name)
+    except ValueError as exc:
+        raise RecipeError(f"{file}: reward: {exc}") from None

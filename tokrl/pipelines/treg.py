@@ -247,7 +247,7 @@ RECIPE_KEYS = ("model", "trust_remote_code", "task", "prompts", "data", "reward"
 
 
 def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
-             stop_after: str | None = None) -> dict:
+             stop_after: str | None = None, dry_run: bool = False) -> dict:
     """`tokrl treg RECIPE.yaml`: sample -> select -> score -> train (+ evals, optional DPO baseline), skipping
     complete stages; returns (and writes to `output_dir/summary.json`) a summary."""
     from tokrl.pipelines.cdpo import _train_and_eval
@@ -280,7 +280,13 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
     config = build_config(TREGConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
                           report_to="none", treg_expected_evaluator=evaluator_id,
                           treg_expected_template_hash=score_settings.template_hash())
+    from tokrl.pipelines.preference import check_pair_sections, lora_config
+
+    check_pair_sections(recipe, file)
+    lora_config(train.get("lora"), "train.lora", file)
     runner = Runner(output_dir, STAGES, overwrite=overwrite, only=stage, stop_after=stop_after, file=file)
+    if dry_run:  # every section checked, nothing loaded or written
+        return {"recipe": file, "ok": True, "stages": list(STAGES)}
     output_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(output_dir, recipe, file)
     summary: dict = {"method": "treg", "output_dir": str(output_dir), "model": model_id,
