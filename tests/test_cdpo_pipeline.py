@@ -148,3 +148,42 @@ def test_shipped_recipes_pass_every_check(name):
     assert text.startswith("# cDPO") and "tokrl cdpo recipes/" in text and "arXiv 2411.19943" in text
     out = run_cdpo(recipe, dry_run=True)
     assert out["ok"] and out["stages"][-1] == "rollout_check"
+
+
+def test_rollout_check_splices_prefixes_and_replacements_correctly():
+    from datasets import Dataset
+
+    from tokrl.models import tiny_model
+    from tokrl.pipelines.rollout_check import RolloutSettings, rollout_report
+    from tokrl.trainers.token_columns import tokenize_preference
+
+    model, tokenizer = tiny_model(seed=3)
+    row = {"prompt": [{"role": "user", "content": "What is 2 + 3?"}],
+           "chosen": [{"role": "assistant", "content": "5"}],
+           "rejected": [{"role": "assistant", "content": "It is 6"}], "answer": "5"}
+    ids = tokenize_preference(tokenizer, row)["rejected_ids"]  # "It is 6" + <|im_end|> + "\n"
+    probs = [0.9, 0.8, 0.05, 0.7, 0.6, 0.5, 0.01, 0.99, 0.99]
+    assert len(ids) == len(probs)
+    scored = Dataset.from_list([dict(row, rejected_token_ids=ids, rejected_ce_prob=probs)])
+    seen = []
+
+    def reward(completions, answer, **kw):
+        seen.append(list(completions))
+        return [float(c.startswith("It")) for c in completions]
+
+    settings = RolloutSettings(enabled=True, num_trajectories=1, positions=2, num_continuations=3, max_new_tokens=3)
+    report = rollout_report(model, tokenizer, scored, settings, reward_fn=reward)
+    critical = report["records"]["critical"]
+    assert [r["position"] for r in critical] == [6, 2]  # the lowest p_CE among content tokens (end tokens excluded)
+    assert all(r["position"] not in (6, 2) and r["position"] < 7 for r in report["records"]["random"])
+    first = critical[0]
+    assert ids[6] not in first["replacements"] and len(first["replacements"]) == 3
+    with_texts, without_texts = seen[0], seen[1]
+    assert all(t.startswith("It is 6") for t in with_texts)  # prefix kept up to and including the token
+    for text, alt in zip(without_texts, first["replacements"]):
+        assert text.startswith("It is " + tokenizer.decode([alt]))  # the token replaced in place
+    assert first["with_correct"] == 3  # every "with" text starts with "It"
+    summary = report["summary"]["critical"]
+    assert summary["positions"] == 2 and summary["correct_with_token"] == pytest.approx(
+        sum(r["with_correct"] for r in critical) / 6)
+    assert summary["pass@1_with"] == pytest.approx(sum(r["with_correct"] / 3 for r in critical) / 2)

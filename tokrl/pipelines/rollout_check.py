@@ -81,7 +81,7 @@ def check_position(model, tokenizer, reward_fn, prompt_ids, ids, i, answer, sett
     with_correct = int(sum(reward_fn(with_texts, answer=[answer] * m)))
     without_correct = int(sum(reward_fn(without_texts, answer=[answer] * m)))
     return {"position": i, "token": tokenizer.decode([ids[i]]), "with_correct": with_correct,
-            "without_correct": without_correct}
+            "without_correct": without_correct, "replacements": alternatives}
 
 
 def rollout_report(model, tokenizer, scored: Dataset, settings: RolloutSettings, reward_fn=None) -> dict:
