@@ -112,6 +112,12 @@ def test_cdpo_pipeline_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
     assert 0.0 <= summary["eval_before"]["accuracy"] <= 1.0 and summary["eval_after"]["num_prompts"] == 4
     assert (run / "train/artifact/adapter_config.json").is_file()  # the policy is a LoRA (spec: r 16 on all proj)
 
+    # the score stage is heatmap-ready: `tokrl inspect` decodes it with the model named in the manifest
+    from tokrl.commands.inspect import inspect
+
+    html = inspect(run / "score", out=tmp_path / "heat.html").read_text()
+    assert "rejected_token_weights" in html or "token_weights" in html
+
     # a finished pipeline is a no-op: same summary, no stage rewritten
     stamps = {p: (run / p / "manifest.json").stat().st_mtime_ns for p in ("sample", "score", "train")}
     again = run_cdpo(recipe)

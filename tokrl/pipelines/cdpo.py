@@ -189,16 +189,17 @@ def score_rows(model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, me
 
 
 def score_stage(stage_dir: Path, model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, *,
-                evaluator_id: str, input_fingerprint: str, overwrite: bool) -> Dataset:
+                evaluator_id: str, input_fingerprint: str, overwrite: bool, model_id: str | None = None) -> Dataset:
     from tokrl.trainers.token_columns import token_columns_metadata, tokenizer_fingerprint
 
     meta = token_columns_metadata(tokenizer, evaluator=evaluator_id, beta_ce=settings.beta_ce)
     record = {"settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size",
                                                                                   "shard_size")},
-              "evaluator": evaluator_id, "tokenizer": tokenizer_fingerprint(tokenizer)}
+              "evaluator": evaluator_id, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
     return run_stage("cdpo_score", stage_dir, lambda shard, i: score_rows(model, tokenizer, shard, settings, meta),
                      pairs, record, shard_size=settings.shard_size, input_fingerprint=input_fingerprint,
-                     overwrite=overwrite, metadata={"evaluator": evaluator_id})
+                     overwrite=overwrite, metadata={"evaluator": evaluator_id,
+                                                                    **({"model": model_id} if model_id else {})})
 
 
 def weight_stats(scored: Dataset) -> dict[str, float]:
@@ -285,7 +286,8 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         def score(ow):
             model, tokenizer = contrast_model(load_base, adapters["positive"], adapters["negative"])
             return score_stage(runner.dir("score"), model, tokenizer, source.pairs, score_settings,
-                               evaluator_id=f"{model_id}+contrast", input_fingerprint=contrast_fp, overwrite=ow)
+                               evaluator_id=f"{model_id}+contrast", input_fingerprint=contrast_fp, overwrite=ow,
+                               model_id=model_id)
 
         scored = runner.step("score", score)
         summary["weights"] = weight_stats(scored)

@@ -201,7 +201,8 @@ def score_pairs(model, tokenizer, pairs: Dataset, settings: TREGScoreSettings, m
 
 
 def score_stage(stage_dir: str | Path, model, tokenizer, pairs: Dataset, settings: TREGScoreSettings, *,
-                evaluator_id: str, input_fingerprint: str | None = None, overwrite: bool = False) -> Dataset:
+                evaluator_id: str, input_fingerprint: str | None = None, overwrite: bool = False,
+                model_id: str | None = None) -> Dataset:
     """The crash-safe `score` stage over a pairs dataset; returns it with the reward columns."""
     from tokrl.trainers.token_columns import token_columns_metadata, tokenizer_fingerprint
 
@@ -211,11 +212,12 @@ def score_stage(stage_dir: str | Path, model, tokenizer, pairs: Dataset, setting
         return score_pairs(model, tokenizer, shard, settings, meta)
 
     config = {"settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "shard_size")},
-              "templates": settings.templates, "evaluator": evaluator_id, "tokenizer": tokenizer_fingerprint(tokenizer)}
+              "templates": settings.templates, "evaluator": evaluator_id,
+              "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
     out = run_stage("treg_score", stage_dir, fn, pairs, config, shard_size=settings.shard_size, overwrite=overwrite,
                     input_fingerprint=input_fingerprint,
                     metadata={"evaluator": evaluator_id, "template_hash": settings.template_hash(),
-                              "templates": settings.templates})
+                              "templates": settings.templates, "model": model_id or evaluator_id})
     return out
 
 
@@ -307,7 +309,8 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
                                       f"than the model '{model_id}'; the token rewards must use the trainer's ids")
                 model = evaluator
             return score_stage(runner.dir("score"), model, tokenizer, source.pairs, score_settings,
-                               evaluator_id=evaluator_id, input_fingerprint=source.fingerprint, overwrite=ow)
+                               evaluator_id=evaluator_id, input_fingerprint=source.fingerprint, overwrite=ow,
+                               model_id=model_id)
 
         scored = runner.step("score", score)
         summary["token_rewards"] = reward_stats(scored)
