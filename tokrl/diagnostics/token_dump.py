@@ -181,6 +181,32 @@ def _jsonable(value):
         return repr(value)
 
 
+_NOISE = ("output_dir", "logging_dir", "run_name", "hub_", "push_to_hub", "local_rank", "deepspeed_plugin",
+          "accelerator_config", "report_to", "ddp_", "dataloader_", "_n_gpu", "distributed_state")
+
+
+def config_summary(args) -> dict:
+    """The key training fields, plus every other field whose value differs from its declared default."""
+    import dataclasses
+
+    out = {k: _jsonable(getattr(args, k)) for k in _CONFIG_KEYS if hasattr(args, k)}
+    if dataclasses.is_dataclass(args):
+        for f in dataclasses.fields(args):
+            if f.name in out or f.name.startswith(_NOISE) or not hasattr(args, f.name):
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                continue
+            value = getattr(args, f.name)
+            empty = (None, "", [], {})
+            if value != default and not (value in empty and default in empty):
+                out[f.name] = _jsonable(value)
+    return out
+
+
 def run_info(trainer) -> dict:
     """Metadata for the heatmap's header: trainer, weighter, model, and a summary of the config."""
     args = trainer.args
@@ -201,7 +227,7 @@ def run_info(trainer) -> dict:
         "output_dir": str(args.output_dir),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "trl_version": trl_version,
-        "config": {k: _jsonable(getattr(args, k)) for k in _CONFIG_KEYS if hasattr(args, k)},
+        "config": config_summary(args),
     }
 
 
