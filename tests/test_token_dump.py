@@ -119,6 +119,8 @@ def test_callbacks_on_a_tiny_weighted_grpo_run(tiny, tmp_path):
     assert info["method"] == "WeightedGRPOTrainer"
     assert info["config"]["weighting"]["rho"] == 0.5 and info["config"]["token_dump_steps"] == 2
     assert "EntropyQuantile" in info["weighter"]
+    assert info["config"]["max_steps"] == 4 and info["config"]["use_cpu"] is True  # a field changed from default
+    assert "push_to_hub" not in info["config"] and "output_dir" not in info["config"]
 
     records = read_token_values(tmp_path / "token_values.jsonl")
     assert [(r["step"], r["sample"]) for r in records] == [(2, 0), (2, 1), (2, 2), (4, 0), (4, 1), (4, 2)]
