@@ -106,6 +106,8 @@ def prepare_weighted_dataset(
     Returns the dataset (columns `input_ids`, `labels`, `completion_mask`, the weighter's columns and any
     `token_scores`) and the number of rows left with no selected token (TRL drops them).
     """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"{name} dataset: TokenCleaningSFTTrainer needs a datasets.Dataset, got {type(dataset).__name__}")
     columns = tuple(weighter.all_columns())
     names = dataset.column_names
     if "input_ids" not in names:
