@@ -77,44 +77,48 @@ def decode_pieces(tokenizer, ids: list[int], context: int = 6) -> list[str]:
     return pieces
 
 
-def _rows(x, n: int) -> list | None:
-    """A [B, T] tensor -> list of rows; a [B] tensor -> list of scalars; anything else -> None."""
-    if x is None or not hasattr(x, "detach"):
+def _per_token(x, n: int, width: int) -> list | None:
+    """The first n rows of a [B, T] tensor aligned with the completion ids, as lists; None for anything else."""
+    if not hasattr(x, "detach") or x.dim() != 2 or x.size(0) < n or x.size(1) != width:
         return None
-    x = x.detach().float().cpu()
-    if x.dim() == 0 or x.size(0) < n:
+    return x[:n].detach().float().cpu().tolist()
+
+
+def _per_sample(x, n: int) -> list | None:
+    """The first n entries of a [B] tensor; None for anything else."""
+    if not hasattr(x, "detach") or x.dim() != 1 or x.size(0) < n:
         return None
-    return x.tolist()
+    return x[:n].detach().float().cpu().tolist()
 
 
 def token_records(view, tokenizer, step: int, max_samples: int, prompt=None) -> list[dict]:
     """Build the dump records for the first `max_samples` completions of a `TokenView`.
 
-    `prompt` is an optional `(prompt_ids [B, P], prompt_mask [B, P])` pair; its text is stored per sample.
+    Per-token values, later sources overriding earlier ones under the same name: the view's entropies and
+    log-probs, its data columns (trainer-internal `tokrl_x` columns shown as `x`), the weighter's `values`, and
+    the advantage (a `[B]` advantage is repeated on every token of its completion). `prompt` is an optional
+    `(prompt_ids [B, P], prompt_mask [B, P])` pair; its text is stored per sample.
     """
     ids = view.completion_ids.detach().cpu()
     mask = view.completion_mask.detach().bool().cpu()
-    n = min(int(max_samples), ids.size(0))
+    n, width = min(int(max_samples), ids.size(0)), ids.size(1)
     per_token: dict[str, list] = {}
-    for attr, name in _VIEW_FIELDS.items():
-        rows = _rows(getattr(view, attr, None), n)
-        if rows is not None and isinstance(rows[0], list):
+    sources = [(name, getattr(view, attr, None)) for attr, name in _VIEW_FIELDS.items()]
+    sources += [(name.removeprefix("tokrl_"), t) for name, t in dict(view.columns).items()]
+    sources += list(dict(view.values).items())
+    for name, tensor in sources:
+        rows = _per_token(tensor, n, width)
+        if rows is not None:
             per_token[name] = rows
-    for name, tensor in dict(view.columns).items():
-        rows = _rows(tensor, n)
-        if rows is not None and isinstance(rows[0], list):  # trainer-internal "tokrl_x" columns are shown as "x"
-            per_token[name.removeprefix("tokrl_")] = rows
-    for name, tensor in dict(view.values).items():
-        rows = _rows(tensor, n)
-        if rows is not None and isinstance(rows[0], list):
-            per_token[name] = rows
-    adv = _rows(getattr(view, "advantages", None), n)
-    rewards = _rows(getattr(view, "rewards", None), n)
-    if adv is not None and not isinstance(adv[0], list):  # [B] advantages: one per completion, shown per token
-        per_token.setdefault("advantage", [[a] * ids.size(1) for a in adv])
-    elif adv is not None:
-        per_token.setdefault("advantage", adv)
-    stats = {k: _number(v) for k, v in dict(view.stats).items() if isinstance(v, (int, float))}
+    advantages = getattr(view, "advantages", None)
+    adv = _per_sample(advantages, n)
+    if adv is not None:
+        per_token.setdefault("advantage", [[a] * width for a in adv])
+    elif _per_token(advantages, n, width) is not None:
+        per_token.setdefault("advantage", _per_token(advantages, n, width))
+    rewards = _per_sample(getattr(view, "rewards", None), n)
+    stats = {k: _number(v.item() if hasattr(v, "item") else v) for k, v in dict(view.stats).items()
+             if isinstance(v, (int, float)) or getattr(v, "numel", lambda: 0)() == 1}
 
     records = []
     for b in range(n):
@@ -128,9 +132,9 @@ def token_records(view, tokenizer, step: int, max_samples: int, prompt=None) -> 
             "values": {name: [_number(rows[b][t]) for t in keep] for name, rows in per_token.items()},
             "stats": stats,
         }
-        if adv is not None and not isinstance(adv[0], list):
+        if adv is not None:
             record["advantage"] = _number(adv[b])
-        if rewards is not None and not isinstance(rewards[0], list):
+        if rewards is not None:
             record["reward"] = _number(rewards[b])
         if prompt is not None and tokenizer is not None:
             p_ids, p_mask = prompt
