@@ -34,7 +34,8 @@ def _view(tok):
     view.values["weight"] = torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0, 0.0]])
     view.values["thr"] = torch.tensor([[0.1, -0.2, 0.3, -0.4, 0.5], [2.0, 0.0, 0.0, 0.0, 0.0]])
     view.columns["tokrl_token_reward"] = torch.tensor([[0.0, 0.0, 0.0, 0.0, -1.0], [0.5, 0.0, 0.0, 0.0, 0.0]])
-    view.stats["entropy_threshold"] = 1.5
+    view.values["per_state"] = torch.zeros(2, 5, 3)  # not per-token: never dumped
+    view.stats["entropy_threshold"] = torch.tensor(1.5)
     return view
 
 
