@@ -13,7 +13,7 @@ from datasets import Dataset
 from tokrl.data.corrupted_sft import CorruptedArithmeticSFT, corrupt_answer, corrupted_token_mask, removal_quality
 from tokrl.models import save_tiny_model, tiny_model
 from tokrl.pipelines import token_cleaning as tc
-from tokrl.pipelines.token_cleaning_run import check_recipe
+from tokrl.pipelines.token_cleaning_run import check_recipe, load_cleaned
 from tokrl.recipe import build_config, load_recipe
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 
@@ -121,6 +121,10 @@ def test_clean_command_removes_corrupted_tokens_and_resumes(tmp_path):
     assert main(["clean", str(recipe_path)]) == 0  # every stage is complete: a no-op
     assert (tmp_path / "run" / "model_fixed" / "manifest.json").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "run" / "report.json").read_text())["variants"]["fixed"]["removal"] == fixed
+    cleaned = load_cleaned(tmp_path / "run")
+    assert len(cleaned) == 64 and {"input_ids", "completion_mask", "corrupted", "token_scores", "token_mask"} <= set(
+        cleaned.column_names)
+    assert removal_quality(cleaned["token_mask"], cleaned["completion_mask"], cleaned["corrupted"]) == fixed
 
 
 def test_self_evolving_rounds(tmp_path):

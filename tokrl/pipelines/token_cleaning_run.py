@@ -261,3 +261,20 @@ def summary_table(report: dict) -> str:
         lines.append(f"{name:<14} {f(rem.get('kept_frac'))} {f(rem.get('removal_precision'))} "
                      f"{f(rem.get('removal_recall'))} {f(ev.get('accuracy'))} {f(ev.get('format_rate'))}")
     return "\n".join(lines)
+
+
+
+def load_cleaned(output_dir, selection: str = "global", round_index: int | None = None) -> Dataset:
+    """A finished run's cleaned dataset (tokenised rows + `token_scores` + `token_mask`), read from its stages:
+    fixed-model cleaning by default, or the chunk of self-evolving round `round_index` (>= 1)."""
+    from tokrl.pipelines.stage import load_stage
+    from tokrl.pipelines.token_cleaning import chunk_bounds, cleaned_dataset
+
+    root = Path(output_dir)
+    tokens = load_stage(root / "tokenize")
+    if round_index is None:
+        return cleaned_dataset(tokens, load_stage(root / "fixed" / f"select_{selection}"))
+    num_chunks = len(list((root / "self_evolving").glob("round_*")))
+    a, b = chunk_bounds(len(tokens), num_chunks)[round_index]
+    selected = load_stage(root / "self_evolving" / f"round_{round_index:02d}" / "select_global")
+    return cleaned_dataset(tokens.select(range(a, b)), selected)
