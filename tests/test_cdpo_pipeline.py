@@ -193,3 +193,15 @@ def test_rollout_check_splices_prefixes_and_replacements_correctly():
     assert summary["positions"] == 2 and summary["correct_with_token"] == pytest.approx(
         sum(r["with_correct"] for r in critical) / 6)
     assert summary["pass@1_with"] == pytest.approx(sum(r["with_correct"] / 3 for r in critical) / 2)
+
+
+def test_cli_reports_recipe_errors_as_one_line(tmp_path, capsys):
+    from tokrl.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"model": "x", "task": {"name": "arithmetic"}, "scoer": {}}))
+    assert main(["cdpo", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.yaml: unknown key 'scoer' (did you mean 'score'?)" in err
+    assert main(["treg", str(path), "--stage", "score"]) == 2
+    assert "unknown key 'scoer'" in capsys.readouterr().err
