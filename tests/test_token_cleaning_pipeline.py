@@ -93,7 +93,8 @@ def tiny_recipe(tmp_path, model_dir):
         "data": {"source": "corrupted_arithmetic", "max_length": 96,
                  "corrupted_arithmetic": {"num_pool": 64, "num_trusted": 32, "corrupt_fraction": 0.5,
                                           "task": {"num_eval": 8}}},
-        "cleaning": {"variants": ["fixed", "random"], "keep_ratio": 0.6, "score_batch_size": 16},
+        "cleaning": {"variants": ["fixed", "random", "self_evolving"], "keep_ratio": 0.6, "score_batch_size": 16,
+                     "num_chunks": 2},
         "reference_trainer": {"per_device_train_batch_size": 8, "learning_rate": 3e-3, "num_train_epochs": 2},
         "trainer": {"per_device_train_batch_size": 16, "learning_rate": 1e-3},
         "eval": None,
@@ -117,6 +118,13 @@ def test_clean_command_removes_corrupted_tokens_and_resumes(tmp_path):
     assert fixed["removal_precision"] > rand["removal_precision"] + 0.2
     assert abs(rand["kept_rate_corrupted"] - rand["kept_rate_clean"]) < 0.25  # no signal without scores
     assert report["variants"]["fixed"]["train"]["steps"] >= 1
+    evolving = report["variants"]["self_evolving"]
+    assert [r["rows"] for r in evolving["rounds"]] == [[0, 32], [32, 64]]
+    assert evolving["removal"]["kept_frac"] == pytest.approx(0.6, abs=0.01)
+    # one base-model pass serves fixed-model cleaning and every self-evolving round
+    assert (tmp_path / "run" / "logps_base" / "manifest.json").is_file()
+    assert not (tmp_path / "run" / "fixed" / "logps_base").exists()
+    assert not (tmp_path / "run" / "self_evolving" / "logps_base").exists()
     stamp = (tmp_path / "run" / "model_fixed" / "manifest.json").stat().st_mtime_ns
     assert main(["clean", str(recipe_path)]) == 0  # every stage is complete: a no-op
     assert (tmp_path / "run" / "model_fixed" / "manifest.json").stat().st_mtime_ns == stamp
@@ -125,6 +133,8 @@ def test_clean_command_removes_corrupted_tokens_and_resumes(tmp_path):
     assert len(cleaned) == 64 and {"input_ids", "completion_mask", "corrupted", "token_scores", "token_mask"} <= set(
         cleaned.column_names)
     assert removal_quality(cleaned["token_mask"], cleaned["completion_mask"], cleaned["corrupted"]) == fixed
+    chunk = load_cleaned(tmp_path / "run", round_index=1)
+    assert len(chunk) == 32 and chunk["input_ids"] == cleaned["input_ids"][32:]
 
 
 def test_self_evolving_rounds(tmp_path):

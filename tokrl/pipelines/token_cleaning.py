@@ -296,19 +296,22 @@ class Models:
 
 def fixed_model_cleaning(tokens: Dataset, root: Path, *, base: str, reference: str, keep_ratio: float,
                          selection: str, batch_size: int, models: Models, seed: int = 0,
-                         overwrite: bool = False, tokens_fingerprint: str | None = None) -> tuple[Dataset, dict]:
-    """Score the whole pool with base and reference, select; returns (cleaned dataset, selection summary)."""
+                         overwrite: bool = False, tokens_fingerprint: str | None = None,
+                         base_dir: Path | None = None) -> tuple[Dataset, dict]:
+    """Score the whole pool with base and reference, select; returns (cleaned dataset, selection summary).
+    `base_dir` (default `root/logps_base`) lets runs share the base model's pass."""
+    base_dir = Path(base_dir) if base_dir is not None else root / "logps_base"
     if selection == "random":
         base_lp = ref_lp = None
         names = {}
     else:
-        base_lp = score_stage(models.get(base), tokens, root / "logps_base", model_id=base, batch_size=batch_size,
+        base_lp = score_stage(models.get(base), tokens, base_dir, model_id=base, batch_size=batch_size,
                               overwrite=overwrite, input_fingerprint=tokens_fingerprint)
         ref_lp = score_stage(models.get(reference), tokens, root / "logps_reference", model_id=reference,
                              batch_size=batch_size, overwrite=overwrite, input_fingerprint=tokens_fingerprint)
         names = {"base": base, "reference": reference}
     stage = root / f"select_{selection}"
-    fp = _fingerprints(root / "logps_base", root / "logps_reference") if names else None
+    fp = _fingerprints(base_dir, root / "logps_reference") if names else None
     selected = select_stage(tokens, base_lp, ref_lp, stage, keep_ratio=keep_ratio, selection=selection, seed=seed,
                             models=names, overwrite=overwrite, input_fingerprint=fp)
     return cleaned_dataset(tokens, selected), json.loads((stage / "selection.json").read_text())
@@ -318,9 +321,9 @@ def _fingerprints(*stage_dirs) -> str:
     return config_hash([stage_fingerprint(d) for d in stage_dirs])
 
 
-def _chunk_fingerprint(root: Path, rdir: Path, a: int, b: int) -> str | None:
+def _chunk_fingerprint(base_dir: Path, rdir: Path, a: int, b: int) -> str | None:
     try:
-        return config_hash([_fingerprints(root / "logps_base", rdir / "logps_reference"), a, b])
+        return config_hash([_fingerprints(base_dir, rdir / "logps_reference"), a, b])
     except Exception:  # stub scorers in tests write no stage
         return None
 
@@ -337,13 +340,15 @@ def chunk_bounds(n: int, num_chunks: int) -> list[tuple[int, int]]:
 
 def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio: float, num_chunks: int,
                            batch_size: int, models: Models, train: Callable[..., Path], overwrite: bool = False,
-                           score: Callable | None = None, tokens_fingerprint: str | None = None
-                           ) -> tuple[str, list[dict]]:
+                           score: Callable | None = None, tokens_fingerprint: str | None = None,
+                           base_dir: Path | None = None) -> tuple[str, list[dict]]:
     """Run the rounds; `train(stage_dir, init_model, dataset, weighting)` trains one round and returns the saved
-    model's path. Every stage is resumable, so a killed run resumes at the first unfinished round."""
+    model's path. Every stage is resumable, so a killed run resumes at the first unfinished round. The base
+    model's pass over the whole pool (`base_dir`, default `root/logps_base`) is computed once."""
     score = score or score_stage
+    base_dir = Path(base_dir) if base_dir is not None else root / "logps_base"
     bounds = chunk_bounds(len(tokens), num_chunks)
-    base_lp = score(models.get(base), tokens, root / "logps_base", model_id=base, batch_size=batch_size,
+    base_lp = score(models.get(base), tokens, base_dir, model_id=base, batch_size=batch_size,
                     overwrite=overwrite, input_fingerprint=tokens_fingerprint)
     rounds = []
     chunk0 = tokens.select(range(*bounds[0]))
@@ -358,7 +363,7 @@ def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio
         chunk_base = base_lp.select(range(a, b))
         selected = select_stage(chunk, chunk_base, ref_lp, rdir / "select_global", keep_ratio=keep_ratio,
                                 selection="global", models={"base": base, "reference": current},
-                                overwrite=overwrite, input_fingerprint=_chunk_fingerprint(root, rdir, a, b))
+                                overwrite=overwrite, input_fingerprint=_chunk_fingerprint(base_dir, rdir, a, b))
         cleaned = cleaned_dataset(chunk, selected)
         summary = json.loads((rdir / "select_global" / "selection.json").read_text())
         init = current

@@ -193,7 +193,8 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
             selection = {"fixed": "global", "per_sample": "per_sample", "random": "random"}[variant]
             cleaned, summary = fixed_model_cleaning(
                 tokens, root / "fixed", base=base, reference=reference, keep_ratio=ratio, selection=selection,
-                batch_size=batch, models=models, seed=seed, overwrite=overwrite, tokens_fingerprint=token_fp)
+                batch_size=batch, models=models, seed=seed, overwrite=overwrite, tokens_fingerprint=token_fp,
+                base_dir=root / "logps_base")
             fp = config_hash([token_fp, stage_fingerprint(root / "fixed" / f"select_{selection}")])
             path = train(root / f"model_{variant}", base, cleaned, MASK_WEIGHTING, fp)
             finals[variant] = str(path)
@@ -210,7 +211,7 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
         final, rounds = self_evolving_cleaning(
             tokens, root / "self_evolving", base=base, keep_ratio=ratio,
             num_chunks=int(cleaning.get("num_chunks", 5)), batch_size=batch, models=models, train=train_round,
-            overwrite=overwrite, tokens_fingerprint=token_fp)
+            overwrite=overwrite, tokens_fingerprint=token_fp, base_dir=root / "logps_base")
         finals["self_evolving"] = final
         entry = {"rounds": rounds}
         if "corrupted" in tokens.column_names:
