@@ -49,13 +49,12 @@ def build_task(spec, file):
         raise RecipeError(f"{file}: {exc}") from None
 
 
-def train_recipe(recipe_path, overrides=(), callbacks=()):
-    """Run a GRPO-family recipe; returns a summary dict (accuracy before/after, run dir, trainer)."""
+def prepare_run(recipe_path, overrides=()) -> dict:
+    """Parse and check a GRPO-family recipe without loading the model: every error names the key and the file."""
     from tokrl.methods import grpo_method
-    from tokrl.models import load_model
     from tokrl.recipe import build_config
     from tokrl.rewards import resolve_rewards
-    from tokrl.run_dir import attach_run_callbacks, write_run_info
+    from tokrl.weighting import build_weighter
 
     file = recipe_path
     recipe = load_recipe(recipe_path, list(overrides))
@@ -68,21 +67,18 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
     trainer_section = dict(recipe.get("trainer") or {})
     output_dir = recipe.get("output_dir") or trainer_section.get("output_dir") or f"runs/{Path(file).stem}"
     trainer_section["output_dir"] = str(output_dir)
+    try:  # validate the weighting spec before the config (whose error would be less specific)
+        build_weighter(recipe.get("weighting"))
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"{file}: invalid 'weighting': {exc}") from None
     if recipe.get("weighting") is not None:
         trainer_section["weighting"] = recipe["weighting"]
     config = build_config(config_cls, trainer_section, file, "trainer", report_to="none")
     task = build_task(recipe.get("task"), file)
-    rewards = resolve_rewards(recipe.get("reward") or ["accuracy"])
-
-    from tokrl.weighting import build_weighter
-
-    try:  # validate the weighting spec before the (slow) model load
-        build_weighter(recipe.get("weighting"))
-    except (ValueError, TypeError) as exc:
-        raise RecipeError(f"{file}: invalid 'weighting': {exc}") from None
-
-    data = task.build()
-    model, tokenizer = load_model(recipe["model"], trust_remote_code=bool(recipe.get("trust_remote_code", False)))
+    try:
+        rewards = resolve_rewards(recipe.get("reward") or ["accuracy"])
+    except ValueError as exc:
+        raise RecipeError(f"{file}: {exc}") from None
     peft_config = None
     if recipe.get("peft"):
         from peft import LoraConfig
@@ -91,6 +87,20 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
             peft_config = LoraConfig(**recipe["peft"])
         except TypeError as exc:
             raise RecipeError(f"{file}: invalid 'peft' settings: {exc}") from None
+    return {"file": file, "recipe": recipe, "trainer_cls": trainer_cls, "config": config, "task": task,
+            "rewards": rewards, "eval": eval_cfg, "output_dir": Path(output_dir), "peft_config": peft_config}
+
+
+def train_recipe(recipe_path, overrides=(), callbacks=()):
+    """Run a GRPO-family recipe; returns a summary dict (accuracy before/after, run dir, trainer)."""
+    from tokrl.evaluation import evaluate
+    from tokrl.models import load_model
+    from tokrl.run_dir import attach_run_callbacks, write_run_info
+
+    run = prepare_run(recipe_path, overrides)
+    recipe, config, eval_cfg, run_dir = run["recipe"], run["config"], run["eval"], run["output_dir"]
+    data = run["task"].build()
+    model, tokenizer = load_model(recipe["model"], trust_remote_code=bool(recipe.get("trust_remote_code", False)))
 
     eval_data = data["eval"]
     if eval_cfg["num_prompts"]:
@@ -98,21 +108,17 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
     eval_kwargs = dict(max_new_tokens=eval_cfg["max_new_tokens"] or config.max_completion_length,
                        batch_size=eval_cfg["batch_size"], k=eval_cfg["pass_k"] or (),
                        num_samples=eval_cfg["num_samples"], temperature=eval_cfg["temperature"])
-    summary = {"method": recipe["method"], "output_dir": str(output_dir)}
-    run_dir = Path(output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(run_dir, recipe, file)
-
-    from tokrl.evaluation import evaluate
+    summary = {"method": recipe["method"], "output_dir": str(run_dir)}
+    write_run_info(run_dir, recipe, recipe_path)
 
     if eval_cfg["before"] and len(eval_data):
         t0 = time.time()
         summary["eval_before"] = evaluate(model, tokenizer, eval_data, **eval_kwargs)
-        logger.info("eval before training: %s (%.0fs)", summary["eval_before"], time.time() - t0)
-        print(f"[tokrl] eval before training: {summary['eval_before']}", flush=True)
+        print(f"[tokrl] eval before training: {summary['eval_before']} ({time.time() - t0:.0f}s)", flush=True)
 
-    trainer = trainer_cls(model=model, reward_funcs=rewards, args=config, train_dataset=data["train"],
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    trainer = run["trainer_cls"](model=model, reward_funcs=run["rewards"], args=config, train_dataset=data["train"],
+                                 processing_class=tokenizer, peft_config=run["peft_config"],
+                                 callbacks=list(callbacks))
     attach_run_callbacks(trainer, run_dir)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
@@ -122,6 +128,7 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
     if eval_cfg["after"] and len(eval_data):
         summary["eval_after"] = evaluate(trainer.model, tokenizer, eval_data, **eval_kwargs)
         print(f"[tokrl] eval after training: {summary['eval_after']}", flush=True)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if trainer.accelerator.is_main_process:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["trainer"] = trainer
     return summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -10,7 +12,8 @@ def has_accelerator() -> bool:
 
 
 def resolve_device_defaults(config) -> None:
-    """Fill `bf16` and `gradient_checkpointing` when the user left them unset (None).
+    """Fill `bf16` and `gradient_checkpointing` when the user left them unset (None), and pick gloo for CPU
+    multi-process runs.
 
     With an accelerator: TRL's defaults (bf16 unless fp16, gradient checkpointing on). Without one: fp32 and no
     gradient checkpointing. Call before the TRL config's own `__post_init__`.
@@ -20,3 +23,7 @@ def resolve_device_defaults(config) -> None:
         config.bf16 = (not config.fp16) if gpu else False
     if config.gradient_checkpointing is None:
         config.gradient_checkpointing = gpu
+    # accelerate + DeepSpeed on CPU leaves the process-group backend unset; TrainingArguments then counts one
+    # process while DeepSpeed counts all of them and fails its batch-size check. gloo is the CPU backend.
+    if not gpu and getattr(config, "ddp_backend", None) is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        config.ddp_backend = "gloo"

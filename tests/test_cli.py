@@ -1,0 +1,126 @@
+"""`tokrl train` end to end on the tiny model, and the one-line errors for bad recipes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tokrl.cli import main
+
+TINY_RECIPE = {
+    "method": "forking_grpo",
+    "model": None,  # filled with a saved tiny model
+    "task": {"name": "arithmetic", "num_train": 32, "num_eval": 4},
+    "reward": ["accuracy"],
+    "trainer": {
+        "per_device_train_batch_size": 4,
+        "num_generations": 4,
+        "max_completion_length": 6,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "save_steps": 2,
+        "report_to": "none",
+        "forking_rho": 0.5,
+    },
+    "eval": {"before": True, "after": True, "batch_size": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from tokrl.models import save_tiny_model
+
+    return str(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def test_recipe_trains_two_steps_in_a_subprocess_and_writes_a_checkpoint(tiny_dir, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", {**TINY_RECIPE, "model": tiny_dir, "output_dir": str(tmp_path / "run")})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "tokrl", "train", str(recipe), "trainer.seed=3"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / "checkpoint-2" / "model.safetensors").is_file()
+    assert (run / "final" / "config.json").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.0 <= summary["eval_before"]["accuracy"] <= 1.0 and "eval_after" in summary
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_logs = [line for line in lines if "loss" in line]
+    assert [line["step"] for line in train_logs] == [1, 2]
+    assert all(line["weights/kept_frac"] < 1.0 for line in train_logs)  # the forking mask was applied
+    resolved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert resolved["trainer"]["seed"] == 3  # overrides are recorded
+
+
+BAD_RECIPES = [
+    # (change to the recipe, expected fragment of the one-line error)
+    ({"methd": "grpo"}, "unknown key 'methd' (did you mean 'method'?)"),
+    ({"method": "forking_gpro"}, "unknown method 'forking_gpro' (did you mean 'forking_grpo'?)"),
+    ({"trainer": {"learning_rat": 1e-5}}, "unknown key 'trainer.learning_rat' (did you mean 'learning_rate'?)"),
+    ({"trainer": {"learning_rate": "fast"}}, "'trainer.learning_rate' must be float, got str"),
+    ({"trainer": {"max_steps": 2.5}}, "'trainer.max_steps' must be int"),
+    ({"trainer": {"forking_rho": 1.5}}, "forking_rho must be in [0, 1]"),
+    ({"task": {"name": "arithmetc"}}, "unknown task 'arithmetc' (did you mean 'arithmetic'?)"),
+    ({"task": {"name": "arithmetic", "max_valu": 3}}, "unknown key 'task.max_valu' (did you mean 'max_value'?)"),
+    ({"reward": ["acuracy"]}, "unknown reward 'acuracy' (did you mean 'accuracy'?)"),
+    ({"method": "grpo", "weighting": {"name": "entropy_quantil"}}, "did you mean 'entropy_quantile'"),
+    ({"method": "grpo", "weighting": {"name": "entropy_quantile", "rho": -1}}, "rho must be in [0, 1]"),
+    ({"weighting": {"name": "uniform"}}, "'weighting' is for method 'grpo'"),
+    ({"eval": {"befor": True}}, "unknown key 'eval.befor' (did you mean 'before'?)"),
+    ({"method": "cdpo"}, "run `tokrl cdpo"),
+    ({"trainer": {"num_generations": 3}}, "invalid 'trainer' settings"),
+]
+
+
+@pytest.mark.parametrize("change,fragment", BAD_RECIPES, ids=[str(i) for i in range(len(BAD_RECIPES))])
+def test_bad_recipes_give_one_line_errors_naming_key_and_file(tiny_dir, tmp_path, capsys, change, fragment):
+    recipe = {**TINY_RECIPE, "model": tiny_dir, **change}
+    if "methd" in change:
+        del recipe["method"]
+    path = write_recipe(tmp_path / "bad.yaml", recipe)
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert fragment in err
+    assert "Traceback" not in err
+    if "did you mean" in fragment or "unknown key" in fragment or "must be" in fragment:
+        assert str(path) in err
+
+
+def test_missing_recipe_file_and_bad_override(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: recipe file not found" in capsys.readouterr().err
+    path = write_recipe(tmp_path / "r.yaml", {**TINY_RECIPE, "model": "x"})
+    assert main(["train", str(path), "trainer.max_steps"]) == 2
+    assert "must look like key=value" in capsys.readouterr().err
+
+
+def test_invalid_yaml_names_the_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("method: grpo\ntrainer: {max_steps: 2\n")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.yaml" in err and "invalid YAML" in err
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    path = write_recipe(tmp_path / "r.yaml", {**TINY_RECIPE, "model": "x", "methd": 1})
+    with pytest.raises(ValueError, match="unknown key 'methd'"):
+        main(["train", str(path), "--debug"])
+
+
+def test_every_shipped_recipe_validates():
+    """Each YAML in recipes/ parses and names only known keys (via `tokrl validate`)."""
+    recipes = sorted(Path(__file__).resolve().parents[1].joinpath("recipes").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        assert main(["validate", str(recipe)]) == 0, recipe
