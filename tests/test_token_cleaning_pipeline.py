@@ -184,6 +184,21 @@ def test_shipped_recipes_are_valid(name):
                               use_cpu=True)
         assert config.remove_unused_columns is False
     assert recipe["cleaning"]["keep_ratio"] == 0.6
+    from tokrl.cli import main
+
+    assert main(["validate", str(path)]) == 0
+
+
+def test_bad_recipe_fails_before_any_stage(tmp_path, capsys):
+    from tokrl.cli import main
+
+    path = ROOT / "recipes" / "token_cleaning_arithmetic.yaml"
+    out = tmp_path / "run"
+    assert main(["clean", str(path), f"output_dir={out}", "trainer.learning_rat=0.1"]) == 2
+    assert "unknown key 'trainer.learning_rat' (did you mean 'learning_rate'?)" in capsys.readouterr().err
+    assert main(["clean", str(path), f"output_dir={out}", "cleaning.variants=[fixd]"]) == 2
+    assert "cleaning.variants" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_lora_training_stage_saves_a_merged_model(tmp_path):

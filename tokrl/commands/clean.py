@@ -23,3 +23,11 @@ def run(args) -> int:
     print(summary_table(report))
     print(f"report: {recipe['output_dir']}/report.json")
     return 0
+
+
+def validate(path, overrides=()) -> None:
+    """Check a token-cleaning recipe without loading a model (used by `tokrl validate`)."""
+    from tokrl.pipelines.token_cleaning_run import check_recipe
+    from tokrl.recipe import load_recipe
+
+    check_recipe(load_recipe(path, list(overrides)), path)

@@ -35,7 +35,8 @@ from tokrl.recipe import RecipeError, check_keys
 
 logger = logging.getLogger(__name__)
 
-TOP_KEYS = ("output_dir", "model", "seed", "data", "cleaning", "lora", "reference_trainer", "trainer", "eval")
+TOP_KEYS = ("method", "output_dir", "model", "seed", "data", "cleaning", "lora", "reference_trainer", "trainer",
+            "eval")
 DATA_KEYS = ("source", "corrupted_arithmetic", "path", "name", "split", "trusted_path", "trusted_split",
              "trusted_rows", "max_rows", "max_length", "truncation_mode", "chat_template")
 CLEANING_KEYS = ("variants", "keep_ratio", "num_chunks", "score_batch_size", "reference_model")
@@ -45,7 +46,13 @@ SOURCES = ("corrupted_arithmetic", "hub", "disk")
 
 
 def check_recipe(recipe: dict, file) -> dict:
+    """Every section's keys and values, and the SFT configs, checked before any stage runs (no model loaded)."""
+    from tokrl.recipe import build_config
+    from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
+
     check_keys(recipe, TOP_KEYS, "", file, required=("output_dir", "model"))
+    if recipe.get("method", "token_cleaning") != "token_cleaning":
+        raise RecipeError(f"{file}: method must be 'token_cleaning' for `tokrl clean`, got {recipe['method']!r}")
     data = check_keys(recipe.get("data"), DATA_KEYS, "data", file, required=("source",))
     if data["source"] not in SOURCES:
         raise RecipeError(f"{file}: data.source must be one of {SOURCES}, got {data['source']!r}")
@@ -64,6 +71,23 @@ def check_recipe(recipe: dict, file) -> dict:
     for section in ("trainer", "reference_trainer", "lora"):
         if recipe.get(section) is not None and not isinstance(recipe[section], dict):
             raise RecipeError(f"{file}: '{section}' must be a mapping or null")
+    for section in ("trainer", "reference_trainer"):
+        build_config(TokenCleaningSFTConfig, recipe.get(section), file, section, output_dir="unused",
+                     report_to="none")
+    if data["source"] == "corrupted_arithmetic":
+        from tokrl.data.corrupted_sft import CorruptedArithmeticSFT
+
+        try:
+            CorruptedArithmeticSFT(**(data.get("corrupted_arithmetic") or {}))
+        except (TypeError, ValueError) as exc:
+            raise RecipeError(f"{file}: data.corrupted_arithmetic: {exc}") from None
+    if recipe.get("lora"):
+        from peft import LoraConfig
+
+        try:
+            LoraConfig(task_type="CAUSAL_LM", **recipe["lora"])
+        except (TypeError, ValueError) as exc:
+            raise RecipeError(f"{file}: lora: {exc}") from None
     return recipe
 
 
