@@ -124,3 +124,25 @@ def test_every_shipped_recipe_validates():
     assert recipes
     for recipe in recipes:
         assert main(["validate", str(recipe)]) == 0, recipe
+
+
+def test_demo_compares_recipes_and_writes_plots_and_heatmap(tiny_dir, tmp_path, capsys):
+    """The `make demo` code path, on the tiny model: both runs, the comparison plot, the kept-token report."""
+    trainer = {k: v for k, v in TINY_RECIPE["trainer"].items() if k != "forking_rho"}
+    uniform = write_recipe(tmp_path / "uniform.yaml", {**TINY_RECIPE, "model": tiny_dir, "method": "grpo",
+                                                       "trainer": trainer})
+    forking = write_recipe(tmp_path / "forking.yaml", {**TINY_RECIPE, "model": tiny_dir})
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--recipes", str(uniform), str(forking), "--steps", "5"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    runs = summary["runs"]
+    assert list(runs) == ["uniform", "forking"]
+    assert runs["uniform"]["eval_before"] == runs["forking"]["eval_before"]  # evaluated once, shared
+    assert runs["uniform"]["kept_by_token_kind"]["other"]["kept_frac"] == 1.0
+    kept = runs["forking"]["kept_by_token_kind"]
+    total = sum(k["tokens"] for k in kept.values())
+    frac = sum(k["kept_frac"] * k["tokens"] for k in kept.values()) / total
+    assert 0.4 <= frac <= 0.75  # rho = 0.5 of the dumped tokens (ties and per-micro-batch rounding aside)
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert Path(summary["heatmap"]).read_text().count("<html") == 1
+    assert "accuracy" in capsys.readouterr().out
