@@ -184,6 +184,11 @@ def test_treg_pipeline_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
     # a rerun skips every stage
     again = run_treg(path)
     assert again["train"] == summary["train"] and again["token_rewards"] == summary["token_rewards"]
+    # --stage eval_after --overwrite redoes that stage alone, reading the finished train stage
+    stamps = {s: (run / s / "manifest.json").stat().st_mtime_ns for s in ("score", "train", "eval_before")}
+    one = run_treg(path, stage="eval_after", overwrite=True)
+    assert one["stopped_after"] == "eval_after" and one["eval_after"] == summary["eval_after"]  # greedy: same
+    assert {s: (run / s / "manifest.json").stat().st_mtime_ns for s in stamps} == stamps
 
 
 def test_trainer_accepts_the_scored_pairs_and_refuses_other_metadata(tmp_path):

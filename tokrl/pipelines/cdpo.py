@@ -294,48 +294,52 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         summary["heatmap_columns"] = ["rejected_token_weights", "rejected_ce_prob", "chosen_token_weights",
                                       "chosen_ce_prob"]
         print(f"[tokrl] cDPO weights: {summary['weights']}", flush=True)
-        summary.update(_train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config,
-                                       policy_lora_spec, trainer_section, eval_settings, baseline))
+        _train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, policy_lora_spec,
+                        trainer_section, eval_settings, baseline, out=summary)
         if rollout.enabled:
             from tokrl.pipelines.rollout_check import rollout_check_stage
 
             report = runner.step("rollout_check", lambda ow: rollout_check_stage(
                 runner.dir("rollout_check"), load_base, scored, rollout,
                 input_fingerprint=stage_fingerprint(runner.dir("score")), overwrite=ow),
-                load=lambda d: stage_metadata(d))
+                load=lambda d: stage_metadata(d), required=False)
             summary["rollout_check"] = report
-    except StopPipeline:
-        summary["stopped_after"] = stage or stop_after
+    except StopPipeline as stop:
+        summary["stopped_after"] = stop.name
+        if isinstance(stop.result, dict):  # evaluations and training report a dict
+            summary[stop.name] = stop.result
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
 
 def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_base, model_id, config, lora_spec,
                     trainer_section, eval_settings: EvalSettings, baseline: dict, *, trainer_cls=None,
-                    baseline_config_cls=None, baseline_trainer_cls=None) -> dict:
-    """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget when `baseline.dpo`)."""
+                    out: dict | None = None) -> dict:
+    """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget when `baseline.dpo`).
+
+    Results go into `out` as they come, so a pipeline stopped after one stage still reports it."""
     from tokrl.trainers.cdpo import CDPOTrainer
 
     trainer_cls = trainer_cls or CDPOTrainer
-    out: dict = {}
+    out = {} if out is None else out
     eval_data = eval_split(source, eval_settings)
     data_fp = stage_fingerprint(runner.dir("score"))
     if eval_data is not None and eval_settings.before:
         out["eval_before"] = runner.step("eval_before", lambda ow: eval_stage(
             runner.dir("eval_before"), "eval_before", load_base, eval_data, eval_settings,
-            input_fingerprint=config_hash([model_id]), overwrite=ow), load=stage_metadata)
+            input_fingerprint=config_hash([model_id]), overwrite=ow), load=stage_metadata, required=False)
         print(f"[tokrl] accuracy before: {out['eval_before']}", flush=True)
     lora = lora_config(lora_spec, "train.lora", file)
     record = {"trainer": trainer_section, "lora": lora_spec, "method": trainer_cls.__name__}
     trained = runner.step("train", lambda ow: train_preference_stage(
         runner.dir("train"), "train", trainer_cls, config, scored, load_base, lora, config_record=record,
-        input_fingerprint=data_fp, overwrite=ow), load=lambda d: d / "artifact")
-    out["train"] = stage_metadata(runner.dir("train"))
+        input_fingerprint=data_fp, overwrite=ow), load=lambda d: d / "artifact", required=False)
+    out["train"] = stage_metadata(runner.dir("train")) if trained is not None else None
     if eval_data is not None and eval_settings.after:
         out["eval_after"] = runner.step("eval_after", lambda ow: eval_stage(
-            runner.dir("eval_after"), "eval_after", lambda: load_trained(trained, load_base), eval_data,
-            eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow),
-            load=stage_metadata)
+            runner.dir("eval_after"), "eval_after", lambda: load_trained(runner.need(trained, "train"), load_base),
+            eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow),
+            load=stage_metadata, required=False)
         print(f"[tokrl] accuracy after: {out['eval_after']}", flush=True)
     if baseline.get("dpo"):
         from tokrl.recipe import build_config
@@ -349,12 +353,13 @@ def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_
         dpo_path = runner.step("train_dpo", lambda ow: train_preference_stage(
             runner.dir("train_dpo"), "train_dpo", WeightedDPOTrainer, dpo_config, scored, load_base,
             lora_config(lora_spec, "train.lora", file), config_record=dpo_record, input_fingerprint=data_fp,
-            overwrite=ow), load=lambda d: d / "artifact")
-        out["train_dpo"] = stage_metadata(runner.dir("train_dpo"))
+            overwrite=ow), load=lambda d: d / "artifact", required=False)
+        out["train_dpo"] = stage_metadata(runner.dir("train_dpo")) if dpo_path is not None else None
         if eval_data is not None:
             out["eval_dpo"] = runner.step("eval_dpo", lambda ow: eval_stage(
-                runner.dir("eval_dpo"), "eval_dpo", lambda: load_trained(dpo_path, load_base), eval_data,
-                eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train_dpo")), overwrite=ow),
-                load=stage_metadata)
+                runner.dir("eval_dpo"), "eval_dpo", lambda: load_trained(runner.need(dpo_path, "train_dpo"),
+                                                                         load_base),
+                eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train_dpo")),
+                overwrite=ow), load=stage_metadata, required=False)
             print(f"[tokrl] accuracy after plain DPO: {out['eval_dpo']}", flush=True)
     return out

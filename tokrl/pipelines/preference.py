@@ -339,7 +339,12 @@ def response_text(response: Any) -> str:
 
 
 class StopPipeline(Exception):
-    """Raised by `Runner.step` after the one stage asked for with `--stage` has run."""
+    """Raised by `Runner.step` after the one stage asked for with `--stage` has run; carries its result."""
+
+    def __init__(self, name: str, result=None):
+        super().__init__(name)
+        self.name = name
+        self.result = result
 
 
 class Runner:
@@ -363,11 +368,24 @@ class Runner:
     def dir(self, name: str) -> Path:
         return self.output_dir / name
 
-    def step(self, name: str, compute: Callable[[bool], Any], load: Callable[[Path], Any] | None = None):
-        """`compute(overwrite)` runs (or skips) the stage; with `only` set, other stages are loaded, not run."""
+    def need(self, value, name: str):
+        """`value` from an optional step that a later stage needs after all."""
+        if value is None:
+            from tokrl.pipelines.stage import StageError
+
+            raise StageError(f"stage '{self.only}' needs the output of stage '{name}' ({self.dir(name)}), which is "
+                             f"not complete; run it first (--stage {name}) or run the whole pipeline")
+        return value
+
+    def step(self, name: str, compute: Callable[[bool], Any], load: Callable[[Path], Any] | None = None,
+             required: bool = True):
+        """`compute(overwrite)` runs (or skips) the stage; with `only` set, other stages are loaded, not run
+        (an incomplete one is an error if `required`, else None: evaluations and side branches)."""
         from tokrl.pipelines.stage import StageError, is_complete, load_stage
 
         if self.only is not None and name != self.only:
+            if not is_complete(self.dir(name)) and not required:
+                return None
             if not is_complete(self.dir(name)):
                 raise StageError(f"stage '{self.only}' needs the output of stage '{name}' ({self.dir(name)}), which "
                                  f"is not complete; run it first (--stage {name}) or run the whole pipeline")
@@ -379,7 +397,7 @@ class Runner:
         result = compute(self.overwrite)
         self.log.append(name)
         if name in (self.only, self.stop_after):
-            raise StopPipeline(name)
+            raise StopPipeline(name, result)
         return result
 
 

@@ -316,9 +316,11 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         summary["token_rewards"] = reward_stats(scored)
         print(f"[tokrl] T-REG token rewards: {summary['token_rewards']}", flush=True)
         lora_spec = train.get("lora")
-        summary.update(_train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, lora_spec,
-                                       trainer_section, eval_settings, baseline, trainer_cls=TREGTrainer))
-    except StopPipeline:
-        summary["stopped_after"] = stage or stop_after
+        _train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, lora_spec,
+                        trainer_section, eval_settings, baseline, trainer_cls=TREGTrainer, out=summary)
+    except StopPipeline as stop:
+        summary["stopped_after"] = stop.name
+        if isinstance(stop.result, dict):  # evaluations and training report a dict
+            summary[stop.name] = stop.result
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
