@@ -41,11 +41,21 @@ def test_contract_zeroes_outside_mask_and_detaches():
     assert not w.requires_grad
 
 
-def test_contract_rejects_wrong_shape_and_non_finite():
+def test_contract_rejects_wrong_shape_and_zeroes_non_finite_with_one_warning(caplog):
     with pytest.raises(ValueError, match="shape"):
         Const([[1.0, 2.0]])(view())
-    with pytest.raises(ValueError, match="non-finite"):
-        Const([[1.0, float("nan"), 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])(view())
+
+    class NaNs(Const):
+        pass
+
+    bad = NaNs([[1.0, float("nan"), float("inf"), float("nan")], [2.0, 1.0, 1.0, 1.0]])
+    with caplog.at_level("WARNING"):
+        w = bad(view())
+        bad(view())
+    assert w.tolist() == [[1.0, 0.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0]]  # the NaN at a pad position is not counted
+    warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert warnings == ["NaNs produced 2 non-finite weights out of 5 completion tokens; they are set to 0 "
+                        "(this warning is shown once)"]
 
 
 def test_product_clip_normalize_by_hand():

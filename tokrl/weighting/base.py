@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from tokrl.weighting.view import TokenView
+
+logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 
 # What a weighter may ask the trainer for (besides per-token data columns, which it names itself).
 KNOWN_NEEDS = frozenset(
@@ -16,8 +21,9 @@ class TokenWeighter:
     """Base class. Subclasses set `needs` and implement `weigh(view) -> [B, T]`.
 
     `__call__` enforces the contract so subclasses need not: the result is detached, float, shaped like the
-    mask, finite, and zero outside the mask. A weighter holds no trainer, accelerator or model: everything it
-    reads comes through the view.
+    mask, finite, and zero outside the mask. Non-finite weights (e.g. a NaN in a precomputed column) become 0, with
+    one warning per weighter class giving the counts, so no NaN reaches the loss. A weighter holds no trainer,
+    accelerator or model: everything it reads comes through the view.
     """
 
     needs: frozenset[str] = frozenset()
@@ -41,8 +47,14 @@ class TokenWeighter:
         if w.shape != mask.shape:
             raise ValueError(f"{type(self).__name__} returned weights of shape {tuple(w.shape)}, expected {tuple(mask.shape)}")
         w = w.detach().to(mask.dtype)
-        if not torch.isfinite(w).all():
-            raise ValueError(f"{type(self).__name__} returned non-finite weights")
+        bad = ~torch.isfinite(w) & mask.bool()
+        if bad.any():
+            name = type(self).__name__
+            if name not in _WARNED:
+                _WARNED.add(name)
+                logger.warning("%s produced %d non-finite weights out of %d completion tokens; they are set to 0 "
+                               "(this warning is shown once)", name, int(bad.sum()), int(mask.sum()))
+        w = torch.where(torch.isfinite(w), w, torch.zeros_like(w))
         return w * mask
 
     def __repr__(self) -> str:
