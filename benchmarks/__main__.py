@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads (minutes, for a smoke run)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender (median reported; >= 3)")
-    parser.add_argument("--cases", nargs="*", help="case names to run (default: all)")
+    parser.add_argument("--cases", nargs="*", help="case names to run (default: every case not marked opt-in)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the workers")
     parser.add_argument(
         "--clock",
@@ -140,9 +140,10 @@ def main(argv=None) -> int:
     registry = load_cases()
     if args.list:
         for case in registry.values():
-            print(f"{case.name}: {case.description} [{', '.join(case.contenders)}]")
+            optin = "" if case.default else " (opt-in)"
+            print(f"{case.name}{optin}: {case.description} [{', '.join(case.contenders)}]")
         return 0
-    names = args.cases or list(registry)
+    names = args.cases or [name for name, case in registry.items() if case.default]
     unknown = [n for n in names if n not in registry]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; registered: {list(registry)}")

@@ -53,6 +53,7 @@ class Case:
     load: Callable[[str, bool], Callable[[], Result]]  # (contender, quick) -> run
     targets: list[Target] = field(default_factory=list)
     notes: str = ""
+    default: bool = True  # False: run only when named with --cases (ablations, slow cases)
 
 
 CASES: dict[str, Case] = {}

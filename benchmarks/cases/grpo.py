@@ -12,6 +12,9 @@ Contenders:
 - `trl-defaults` (CPU only): `GRPOConfig(use_cpu=True)` with TRL's own defaults, bf16=True (autocast) and
   gradient_checkpointing=True. Without `use_cpu=True`, `GRPOConfig()` on a CPU-only machine raises
   "Your setup doesn't support bf16/gpu".
+
+The opt-in case `grpo-cpu-precision` splits TRL's CPU defaults into their two parts: `trl-bf16` (bf16 autocast,
+no checkpointing) and `trl-checkpointing` (fp32 with gradient checkpointing).
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ def load(contender: str, quick: bool):
         trainer_cls, args = GRPOTrainer, GRPOConfig(**common, bf16=gpu, gradient_checkpointing=gpu)
     elif contender == "trl-defaults":
         trainer_cls, args = GRPOTrainer, GRPOConfig(**common, use_cpu=not gpu)
+    elif contender == "trl-bf16":
+        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, use_cpu=not gpu, gradient_checkpointing=False)
+    elif contender == "trl-checkpointing":
+        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, bf16=False, gradient_checkpointing=True)
     elif contender == "tokrl-uniform":
         trainer_cls, args = WeightedGRPOTrainer, WeightedGRPOConfig(**common)
     elif contender == "tokrl-forking":
@@ -140,3 +147,23 @@ register(
         notes=__doc__,
     )
 )
+
+if not torch.cuda.is_available():
+    register(
+        Case(
+            name="grpo-cpu-precision",
+            description="GRPO step on SmolLM2-135M on CPU: tokrl defaults vs TRL defaults and their two parts",
+            contenders=["tokrl-uniform", "trl-defaults", "trl-bf16", "trl-checkpointing"],
+            load=load,
+            targets=[
+                Target("TRL-defaults time / tokrl", "time", "trl-defaults", "tokrl-uniform", 5.0, at_least=True),
+                Target("bf16 autocast alone: time / tokrl", "time", "trl-bf16", "tokrl-uniform", 1.0, at_least=True),
+                Target(
+                    "checkpointing alone: time / tokrl", "time", "trl-checkpointing", "tokrl-uniform", 1.0,
+                    at_least=True,
+                ),
+            ],
+            notes=__doc__,
+            default=False,
+        )
+    )
