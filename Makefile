@@ -21,6 +21,9 @@ demo: $(STAMP)
 	$(BIN)/tokrl demo --out runs/demo
 
 test: $(STAMP)
+	@# CI must run the browser test of the token heatmap: install Debian's Chromium there when it is missing.
+	@if [ "$$CI" = "true" ] && ! command -v chromium >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
