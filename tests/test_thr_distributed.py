@@ -91,7 +91,7 @@ def test_two_process_zero3_matches_one_process(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert len(result["losses"]) == 2 and all(abs(x) < float("inf") for x in result["losses"])
-    assert result["passes"] == {"reused": 0, "extra": 2}
+    assert result["passes"] == {"reused": 0, "generation": 2, "extra": 0}  # states captured during generation
 
     # One process, same initial weights, same completions: the same THR values and weights, rank by rank.
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tmp_path / "tiny"))
@@ -103,7 +103,7 @@ def test_two_process_zero3_matches_one_process(tmp_path):
         record = torch.load(tmp_path / f"rank{rank}.pt")
         assert record["zero3"], "the launched run did not partition the LM head with ZeRO-3"
         batch = {k: record[k] for k in KEYS[:5]}
-        single.add_thr_columns(batch, None)
+        single.add_thr_columns(batch)  # a full no-grad forward on one process
         torch.testing.assert_close(batch["tokrl_thr"], record["tokrl_thr"], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(batch["tokrl_thr_weight"], record["tokrl_thr_weight"])
         scored_groups += len(single.last_thr.taus)

@@ -67,9 +67,9 @@ def test_config_fields_are_documented_and_validated(tmp_path):
 
 
 def test_hidden_states_align_with_trainer_logps(tmp_path):
-    trainer = make(tmp_path, p=0.2, temperature=0.8)
+    trainer = make(tmp_path, p=0.2, temperature=0.8, thr_hidden_source="forward")
     out = generation_output(trainer)
-    assert trainer.thr_passes == {"reused": 0, "extra": 1}
+    assert trainer.thr_passes == {"reused": 0, "generation": 0, "extra": 1}
     hidden, logps = trainer.old_policy_states(out)
     model = trainer.model
     # lm_head(h) / temperature at the captured positions reproduces the per-token log-probs of the sampled tokens
@@ -85,17 +85,20 @@ def test_hidden_states_align_with_trainer_logps(tmp_path):
     torch.testing.assert_close(full[mask], from_h[mask], rtol=1e-4, atol=1e-4)
 
 
-def test_generation_columns_match_the_weighter_on_old_policy_states(tmp_path):
-    trainer = make(tmp_path, p=0.3, tau_beta=0.5)
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_generation_columns_match_the_weighter_on_old_policy_states(tmp_path, temperature):
+    """Default path (states captured during generation, no extra forward) == THR on a full no-grad forward."""
+    trainer = make(tmp_path, p=0.3, tau_beta=0.5, temperature=temperature)
     out = generation_output(trainer)
+    assert trainer.thr_passes == {"reused": 0, "generation": 1, "extra": 0}
     mask = out["completion_mask"]
     assert out[WEIGHT_COLUMN].shape == mask.shape and out[THR_COLUMN].shape == mask.shape
     hidden, logps = trainer.old_policy_states(out)
     W = trainer.model.lm_head.weight.detach()
     res = token_hidden_rewards(out["completion_ids"], mask, hidden, out["advantages"],
-                               torch.arange(mask.size(0)) // G, Unembedding(lambda i: W[i], W.shape[0], temperature=1.0),
-                               logps, tau_beta=0.5)
-    torch.testing.assert_close(out[THR_COLUMN], res.thr * mask)
+                               torch.arange(mask.size(0)) // G,
+                               Unembedding(lambda i: W[i], W.shape[0], temperature=temperature), logps, tau_beta=0.5)
+    torch.testing.assert_close(out[THR_COLUMN], res.thr * mask, rtol=1e-4, atol=1e-5)
     expected = torch.where(res.dominant, 1 + 0.3 * torch.sign(res.thr), torch.ones_like(res.thr))
     expected = torch.where(res.scored, expected, torch.ones_like(expected)) * mask
     torch.testing.assert_close(out[WEIGHT_COLUMN], expected)
@@ -107,11 +110,11 @@ def test_reused_path_takes_states_from_trls_old_logprob_pass(tmp_path):
     trainer = make(tmp_path, p=0.3, num_iterations=2)
     out = generation_output(trainer)
     assert "old_per_token_logps" in out
-    assert trainer.thr_passes == {"reused": 1, "extra": 0}
+    assert trainer.thr_passes == {"reused": 1, "generation": 0, "extra": 0}
     assert trainer._metrics["train"]["thr/extra_pass"] == [0.0]
     again = dict(out)
-    trainer.add_thr_columns(again, None)  # forces the extra pass on the same batch
-    assert trainer.thr_passes == {"reused": 1, "extra": 1}
+    trainer.add_thr_columns(again)  # forces the extra pass on the same batch
+    assert trainer.thr_passes == {"reused": 1, "generation": 0, "extra": 1}
     torch.testing.assert_close(again[THR_COLUMN], out[THR_COLUMN], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(again[WEIGHT_COLUMN], out[WEIGHT_COLUMN])
 
@@ -154,8 +157,8 @@ def test_two_step_run_logs_thr_metrics(tmp_path):
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     logged = [h for h in trainer.state.log_history if "thr/dominant_frac" in h]
-    assert len(logged) == 2 and all(0 <= h["thr/dominant_frac"] <= 1 and h["thr/extra_pass"] == 1 for h in logged)
-    assert trainer.thr_passes["extra"] == 2
+    assert len(logged) == 2 and all(0 <= h["thr/dominant_frac"] <= 1 and h["thr/extra_pass"] == 0 for h in logged)
+    assert trainer.thr_passes == {"reused": 0, "generation": 2, "extra": 0}
 
 
 def test_composed_forking_times_thr_and_nthr(tmp_path):
@@ -195,7 +198,7 @@ def test_two_step_recipe_run(tmp_path, monkeypatch):
     assert isinstance(trainer, THRGRPOTrainer) and trainer.thr_weighter.p == 0.2
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
-    assert trainer.thr_passes["extra"] == 2
+    assert trainer.thr_passes["generation"] == 2
 
 
 def test_trl_private_methods_we_override_keep_their_signature():
@@ -205,6 +208,8 @@ def test_trl_private_methods_we_override_keep_their_signature():
     params = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
     assert params[:6] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size"]
     assert list(inspect.signature(GRPOTrainer._generate_and_score_completions).parameters) == ["self", "inputs"]
+    assert list(inspect.signature(GRPOTrainer._generate).parameters) == ["self", "prompts"]
+    assert "unwrapped_model.generate(" in inspect.getsource(GRPOTrainer._generate_single_turn)
     source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "if self.args.gradient_accumulation_steps % generate_every != 0 or (" in source
     assert "old_per_token_logps, _, _ = self._get_per_token_logps_and_entropies(" in source

@@ -9,12 +9,16 @@ hidden states. TRL shuffles the generation batch and cuts it into micro-batches 
 so THR is computed once per generation batch in an override of `_generate_and_score_completions` (after `super()`,
 before TRL's shuffle/split), on this process's rows, and stored as two extra `[B, T]` batch keys (`tokrl_thr`,
 `tokrl_thr_weight`) that TRL then shuffles and splits with the rest. At loss time the THR weighter only reads them.
-The hidden states come from:
+The hidden states come from, in this order of preference:
 - `reused`: TRL's own no-grad old-log-prob pass, when TRL runs one (num_iterations > 1, generation not aligned with
   optimizer steps, or vLLM importance sampling): a forward hook on the backbone captures the states during that pass;
+- `generation` (`thr_hidden_source="auto"`, plain `transformers` generation only): the states that produced each
+  sampled token are captured during generation itself (backbone hook, last position of every decoding step), and
+  the full-vocabulary normaliser from a hook on the LM head's logits at the same step, so no forward pass is added;
 - `extra`: otherwise one extra no-grad forward through TRL's fused LM head (log-probs without [B, T, V] logits).
   With the default num_iterations = 1 the weights at generation time are the old policy, so this pass is exact.
-Each generation batch logs `thr/extra_pass` (1 = extra, 0 = reused), and `thr_passes` counts both.
+Each generation batch logs `thr/extra_pass` (1 = extra forward, 0 = none added) and `thr/from_generation`;
+`thr_passes` counts the three paths.
 q[V*] is recomputed from h and the |V*| needed unembedding rows (normaliser from the old log-prob of the sampled
 token). Under DeepSpeed ZeRO-3 only those rows are gathered, from each rank's partition of the flattened weight.
 Groups split across processes are refused (THRGRPOConfig names the settings to change).
@@ -37,6 +41,53 @@ from tokrl.weighting.thr import THRResult, Unembedding, find_thr_weighter
 logger = logging.getLogger(__name__)
 
 __all__ = ["THRGRPOConfig", "THRGRPOTrainer", "zero3_rows"]
+
+
+class _GenerationCapture:
+    """During `generate`: per decoding step, the backbone's last-position state and logsumexp(logits / T)."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float):
+        from tokrl.trainers.hidden_states import backbone_of
+
+        self.backbone = backbone_of(model)
+        base = model
+        while hasattr(base, "module") and isinstance(base.module, torch.nn.Module):
+            base = base.module
+        if hasattr(base, "get_base_model"):
+            base = base.get_base_model()
+        self.head = base.get_output_embeddings()
+        self.temperature = temperature
+        self.states: list[torch.Tensor] = []
+        self.lse: list[torch.Tensor] = []
+        self._handles = []
+
+    def _on_backbone(self, module, args, output):
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        self.states.append(hidden[:, -1].detach())
+
+    def _on_head(self, module, args, output):
+        self.lse.append(torch.logsumexp(output[:, -1].float() / self.temperature, dim=-1))
+
+    def __enter__(self):
+        self._handles = [self.backbone.register_forward_hook(self._on_backbone),
+                         self.head.register_forward_hook(self._on_head)]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        return False
+
+    def aligned(self, rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """([rows, length, d] states, [rows, length] lse) aligned with the completion tokens, or None if the capture
+        does not match the batch (then the caller falls back to a forward pass)."""
+        if not self.states or len(self.states) != len(self.lse) or self.states[0].size(0) != rows:
+            return None
+        if len(self.states) < length and length - len(self.states) > 0:
+            pad = length - len(self.states)  # pad_to_multiple_of: the extra columns are padding (mask 0)
+            self.states += [torch.zeros_like(self.states[0])] * pad
+            self.lse += [torch.zeros_like(self.lse[0])] * pad
+        return torch.stack(self.states[:length], 1), torch.stack(self.lse[:length], 1)
 
 
 class _OldPassCapture:
@@ -112,9 +163,10 @@ class THRGRPOTrainer(WeightedGRPOTrainer):
                 "THRGRPOTrainer needs a 'thr' or 'nthr' weighter (THRGRPOConfig fields, or a weighting spec "
                 "containing one); for other weighters use WeightedGRPOTrainer"
             )
-        self.thr_passes = {"reused": 0, "extra": 0}
+        self.thr_passes = {"reused": 0, "generation": 0, "extra": 0}
         self.last_thr: THRResult | None = None
         self._thr_capture: _OldPassCapture | None = None
+        self._gen_capture: _GenerationCapture | None = None
         self._thr_logged_paths: set[str] = set()
 
     # ---- generation time: THR over whole groups ----------------------------------------------------------------
@@ -126,14 +178,37 @@ class THRGRPOTrainer(WeightedGRPOTrainer):
             self.use_vllm and self.vllm_importance_sampling_correction
         )
 
+    def _can_capture_generation(self) -> bool:
+        """Plain `model.generate` on this model, one call per batch, logits = LM head output (no scale/softcap)."""
+        if getattr(self.args, "thr_hidden_source", "auto") != "auto" or self._trl_runs_old_pass():
+            return False
+        if self.use_vllm or getattr(self.args, "use_transformers_continuous_batching", False):
+            return False
+        if self.tools or self.environment_factories is not None or getattr(self, "rollout_func", None) is not None:
+            return False
+        model = self.accelerator.unwrap_model(self.model)
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        return _logit_scale(model.config) == (1.0, None)
+
+    def _generate(self, prompts):
+        if not self._can_capture_generation():
+            return super()._generate(prompts)
+        capture = _GenerationCapture(self.model, self.temperature)
+        with capture:
+            result = super()._generate(prompts)
+        self._gen_capture = capture
+        return result
+
     def _generate_and_score_completions(self, inputs):
         self._thr_capture = _OldPassCapture(armed=self._trl_runs_old_pass())
+        self._gen_capture = None
         try:
             output = super()._generate_and_score_completions(inputs)
-            capture = self._thr_capture
+            capture, generation = self._thr_capture, self._gen_capture
         finally:
-            self._thr_capture = None
-        self.add_thr_columns(output, capture)
+            self._thr_capture, self._gen_capture = None, None
+        self.add_thr_columns(output, capture, generation)
         return output
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
@@ -201,15 +276,32 @@ class THRGRPOTrainer(WeightedGRPOTrainer):
         return Unembedding(rows=lookup(rows), vocab_size=vocab_size,
                            bias=lookup(bias_rows) if bias_rows is not None else None, **common)
 
-    def add_thr_columns(self, output: dict, capture: _OldPassCapture | None) -> None:
+    def add_thr_columns(
+        self, output: dict, capture: _OldPassCapture | None = None, generation: _GenerationCapture | None = None
+    ) -> None:
         """Compute THR for this process's generation batch and add `tokrl_thr`/`tokrl_thr_weight` to `output`."""
         if any(key in output for key in ("pixel_values", "num_images")):
             raise NotImplementedError("THRGRPOTrainer supports text-only models")
         start = time.perf_counter()
         mode = "train" if self.model.training else "eval"
         old = output.get("old_per_token_logps")
+        mask = output["completion_mask"]
+        if "tool_mask" in output:
+            mask = mask * output["tool_mask"]
+        unembedding = self.thr_unembedding(output["completion_ids"][mask.bool()])
+        from_generation = generation.aligned(*output["completion_ids"].shape) if generation is not None else None
         if capture is not None and capture.logps is not None and old is not None and capture.logps is old:
             hidden, logps, path = capture.hidden, old, "reused"
+        elif from_generation is not None:
+            hidden, lse = from_generation
+            logps = torch.zeros_like(lse)
+            valid = mask.bool()
+            h, y = hidden[valid].float(), output["completion_ids"][valid]
+            z_y = (h * unembedding.rows(y).float()).sum(-1)
+            if unembedding.bias is not None:
+                z_y = z_y + unembedding.bias(y).float()
+            logps[valid] = z_y / unembedding.temperature - lse[valid]
+            path = "generation"
         else:
             hidden, logps = self.old_policy_states(output)
             path = "extra"
@@ -217,15 +309,15 @@ class THRGRPOTrainer(WeightedGRPOTrainer):
         if path not in self._thr_logged_paths:
             self._thr_logged_paths.add(path)
             logger.info(
-                "THR: hidden states from %s", "TRL's old-log-prob pass (no extra forward)" if path == "reused" else
-                "one extra no-grad forward (TRL runs no old-log-prob pass with these settings)",
+                "THR: hidden states from %s",
+                {
+                    "reused": "TRL's old-log-prob pass (no extra forward)",
+                    "generation": "generation itself (no extra forward)",
+                    "extra": "one extra no-grad forward (no TRL scoring pass or generation capture available)",
+                }[path],
             )
-        mask = output["completion_mask"]
-        if "tool_mask" in output:
-            mask = mask * output["tool_mask"]
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
         rows = mask.size(0)
-        unembedding = self.thr_unembedding(output["completion_ids"][mask.bool()])
         if rows % group_size != 0:
             if mode == "train":
                 raise ValueError(
@@ -279,4 +371,5 @@ class THRGRPOTrainer(WeightedGRPOTrainer):
         metrics["thr/vstar_mean"].append(vstar_sum / groups if groups else 0.0)
         metrics["thr/mixed_groups"].append(groups)
         metrics["thr/extra_pass"].append(1.0 if path == "extra" else 0.0)
+        metrics["thr/from_generation"].append(1.0 if path == "generation" else 0.0)
         metrics["thr/seconds"].append(seconds)

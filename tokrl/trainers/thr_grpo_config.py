@@ -8,6 +8,7 @@ from tokrl.trainers.weighted_grpo_config import WeightedGRPOConfig
 from tokrl.weighting.thr import TAU_ON, THRWeighter
 
 THR_FIELDS = ("p", "tau_beta", "tau_on", "mask_nondominant", "restrict_vocab", "include_self")
+HIDDEN_SOURCES = ("auto", "forward")
 
 
 @dataclass
@@ -37,6 +38,10 @@ class THRGRPOConfig(WeightedGRPOConfig):
         uses the whole vocabulary (exact, slow; under ZeRO-3 it gathers the whole unembedding matrix).
     include_self (`bool`, *optional*, defaults to `True`):
         Keep a token's own term in its influence score, as the first-order expansion does (UNCERTAIN); False drops it.
+    thr_hidden_source (`str`, *optional*, defaults to `"auto"`):
+        Where the old policy's hidden states come from. `"auto"`: TRL's old-log-prob pass when it runs, else the
+        generation itself (plain `transformers` generation), else one extra no-grad forward. `"forward"`: never
+        capture during generation (TRL's pass or the extra forward).
 
     A `weighting` spec may replace these fields, e.g. `{name: product, weighters: [{name: entropy_quantile},
     {name: thr, p: 0.2}]}` (forking x THR) or `{name: nthr}` (the NTHR preset); it must contain exactly one `thr` or
@@ -65,8 +70,15 @@ class THRGRPOConfig(WeightedGRPOConfig):
         default=True, metadata={"help": "Keep a token's own term in its influence score (first-order expansion)."}
     )
 
+    thr_hidden_source: str = field(
+        default="auto",
+        metadata={"help": "'auto' (TRL's old-logprob pass, else generation, else an extra forward) or 'forward'."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
+        if self.thr_hidden_source not in HIDDEN_SOURCES:
+            raise ValueError(f"thr_hidden_source must be one of {HIDDEN_SOURCES}, got {self.thr_hidden_source!r}")
         if self.tau_on not in TAU_ON:
             raise ValueError(f"tau_on must be one of {TAU_ON}, got {self.tau_on!r}")
         if self.weighting is not None:
