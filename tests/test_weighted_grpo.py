@@ -156,3 +156,19 @@ def test_trl_hooks_we_rely_on_are_unchanged():
                                                                                      "threshold"]
     params = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
     assert list(params)[:6] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size"]
+
+
+def test_tensorboard_gets_weight_histograms(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = make_grpo_trainer(ForkingGRPOTrainer, ForkingGRPOConfig, tiny, tmp_path, max_steps=2,
+                                report_to="tensorboard")
+    trainer.train()
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0})
+    events.Reload()
+    assert "weights/histogram" in events.Tags()["histograms"]
+    hist = events.Histograms("weights/histogram")
+    assert [h.step for h in hist] == [1, 2]
+    assert hist[0].histogram_value.min == 0.0 and hist[0].histogram_value.max == 1.0  # a 0/1 forking mask
+    assert "train/weights/kept_frac" in events.Tags()["scalars"]

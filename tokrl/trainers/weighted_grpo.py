@@ -55,6 +55,7 @@ class WeightedGRPOTrainer(GRPOTrainer):
         self._logps = None
         self._capture = None
         self.last_view: TokenView | None = None
+        self._histogram_values: list[torch.Tensor] = []
 
     # ---- hooks into TRL -------------------------------------------------------------------------------------
 
@@ -162,3 +163,26 @@ class WeightedGRPOTrainer(GRPOTrainer):
             self._metrics[mode][f"weights/{key}"].append(value)
         for key, value in view.stats.items():
             self._metrics[mode][f"weights/{key}"].append(value)
+        if mode == "train" and self._tensorboard() is not None:
+            self._histogram_values.append(valid.detach().cpu())
+
+    def _tensorboard(self):
+        """The TensorBoard writer of TRL's callback, when `report_to` includes tensorboard."""
+        for callback in self.callback_handler.callbacks:
+            if type(callback).__name__ == "TensorBoardCallback":
+                return getattr(callback, "tb_writer", None)
+        return None
+
+    def log(self, logs, start_time=None):
+        super().log(logs, start_time)
+        writer = self._tensorboard() if self._histogram_values else None
+        if writer is not None and self.accelerator.is_main_process:
+            values = torch.cat(self._histogram_values).float().numpy()
+            writer.add_histogram("weights/histogram", values, self.state.global_step)
+            entropies = self.last_view.values.get("entropy") if self.last_view is not None else None
+            if entropies is not None:
+                mask = self.last_view.completion_mask.bool()
+                writer.add_histogram("weights/entropy_histogram", entropies[mask].float().cpu().numpy(),
+                                     self.state.global_step)
+            writer.flush()
+        self._histogram_values = []
