@@ -97,7 +97,7 @@ def tiny_recipe(tmp_path, model_dir):
                      "num_chunks": 2},
         "reference_trainer": {"per_device_train_batch_size": 8, "learning_rate": 3e-3, "num_train_epochs": 2},
         "trainer": {"per_device_train_batch_size": 16, "learning_rate": 1e-3},
-        "eval": None,
+        "eval": {"max_new_tokens": 2, "batch_size": 4, "max_examples": 4},
     }
 
 
@@ -125,6 +125,9 @@ def test_clean_command_removes_corrupted_tokens_and_resumes(tmp_path):
     assert (tmp_path / "run" / "logps_base" / "manifest.json").is_file()
     assert not (tmp_path / "run" / "fixed" / "logps_base").exists()
     assert not (tmp_path / "run" / "self_evolving" / "logps_base").exists()
+    for name in ("base", "fixed", "random", "self_evolving"):  # greedy eval of every model on the same prompts
+        result = report["variants"][name]["eval"]
+        assert result["num_prompts"] == 4 and len(result["examples"]) == 4 and 0 <= result["accuracy"] <= 1
     stamp = (tmp_path / "run" / "model_fixed" / "manifest.json").stat().st_mtime_ns
     assert main(["clean", str(recipe_path)]) == 0  # every stage is complete: a no-op
     assert (tmp_path / "run" / "model_fixed" / "manifest.json").stat().st_mtime_ns == stamp

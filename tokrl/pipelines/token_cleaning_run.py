@@ -129,21 +129,25 @@ def _load(source: str, path: str, name, split: str) -> Dataset:
 
 
 def evaluate_model(path: str, eval_data: Dataset, cfg: dict) -> dict:
-    from tokrl.evaluation import evaluate_accuracy
-    from tokrl.models import load_model
-    from tokrl.rewards import format_reward
-
+    """Greedy accuracy (final number == answer) and format rate (reply is just a number), from one generation."""
     import torch
+
+    from tokrl.evaluation import generate
+    from tokrl.models import load_model
+    from tokrl.rewards import accuracy_reward, format_reward
 
     model, tokenizer = load_model(path)
     if torch.cuda.is_available():
         model.to("cuda")
     if cfg.get("max_examples"):
         eval_data = eval_data.select(range(min(int(cfg["max_examples"]), len(eval_data))))
-    kw = dict(max_new_tokens=cfg.get("max_new_tokens", 8), batch_size=cfg.get("batch_size", 32))
-    return {"accuracy": evaluate_accuracy(model, tokenizer, eval_data, **kw),
-            "format_rate": evaluate_accuracy(model, tokenizer, eval_data, reward=format_reward, **kw),
-            "num_prompts": len(eval_data)}
+    outputs = generate(model, tokenizer, list(eval_data["prompt"]), max_new_tokens=cfg.get("max_new_tokens", 8),
+                       batch_size=cfg.get("batch_size", 32))
+    texts = [o[0] for o in outputs]
+    accuracy = accuracy_reward(texts, answer=list(eval_data["answer"]))
+    formatted = format_reward(texts)
+    return {"accuracy": sum(accuracy) / len(texts), "format_rate": sum(formatted) / len(texts),
+            "num_prompts": len(texts), "examples": texts[:5]}
 
 
 def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
