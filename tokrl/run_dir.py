@@ -15,16 +15,10 @@ def write_run_info(run_dir: Path, recipe: dict, source) -> None:
 
 
 def attach_run_callbacks(trainer, run_dir: Path) -> None:
-    """metrics.jsonl (and token dumps when the config asks) from the diagnostics package, when installed."""
+    """metrics.jsonl in the run dir (token dumps are attached by the trainers themselves)."""
     try:
         from tokrl.diagnostics.metrics_log import MetricsLogCallback
     except ImportError:
         MetricsLogCallback = None
     if MetricsLogCallback is not None:
         MetricsLogCallback.attach(trainer, Path(run_dir) / "metrics.jsonl")
-    if getattr(trainer.args, "token_dump_steps", 0):
-        try:
-            from tokrl.diagnostics.token_dump import TokenDumpCallback
-        except ImportError:
-            return
-        TokenDumpCallback.attach(trainer)

@@ -56,6 +56,11 @@ class WeightedGRPOTrainer(GRPOTrainer):
         self._capture = None
         self.last_view: TokenView | None = None
         self._histogram_values: list[torch.Tensor] = []
+        self.last_prompt = None
+        if getattr(self.args, "token_dump_steps", 0):
+            from tokrl.diagnostics.token_dump import TokenDumpCallback
+
+            TokenDumpCallback.attach(self)
 
     # ---- hooks into TRL -------------------------------------------------------------------------------------
 
@@ -87,7 +92,10 @@ class WeightedGRPOTrainer(GRPOTrainer):
             weights = weights * super().get_high_entropy_mask(entropies, mask, 1 - self.trl_top_entropy_quantile)
         self.log_weights(view, weights, mask)
         self.last_view = view
+        self.last_prompt = (self._batch["prompt_ids"], self._batch["prompt_mask"])
         view.values["weight"] = weights
+        advantages = self._batch["advantages"]
+        view.values["advantage"] = advantages[:, None].expand_as(weights) if advantages.dim() == 1 else advantages
         return self.normalize_weights(weights, mask)
 
     # ---- the token view ---------------------------------------------------------------------------------
