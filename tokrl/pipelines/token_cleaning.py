@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 
-from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, stage_fingerprint, stage_metadata
+from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, stage_fingerprint
 from tokrl.pipelines.token_cleaning_select import (
     GlobalSelector,
     Threshold,
@@ -372,6 +372,3 @@ def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio
                        "cleaned": True, "selection": summary})
     return current, rounds
 
-
-def read_summary(stage_dir) -> dict:
-    return stage_metadata(stage_dir)

@@ -1,4 +1,4 @@
-"""Token selection for Token Cleaning: exact global top-k in bounded memory, per-sample top-k, random k.
+"""Token selection for Token Cleaning: exact global top-k in bounded memory, per-sample top-k, random scores.
 
 Global rule (Pang et al. 2025, official code `generate_token_label.py`): over the N response tokens of the set,
 keep the first k = floor(rho * N) after a *stable* sort by score, descending. Equivalently: keep every score > tau
@@ -14,7 +14,7 @@ and NaN is refused (a NaN score is a scorer bug, e.g. a padded position).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -144,7 +144,3 @@ def random_scores(seed: int, row: int, length: int) -> np.ndarray:
     global rule applied to these, so it keeps exactly k tokens, streams, and resumes shard by shard."""
     return np.random.default_rng([int(seed), int(row)]).random(length, dtype=np.float32)
 
-
-def iter_rows_masks(rows: Iterable[tuple[np.ndarray, np.ndarray]], selector) -> Iterator[np.ndarray]:
-    for scores, mask in rows:
-        yield selector(scores, mask)
