@@ -93,7 +93,10 @@ def chunked_logprobs(
     outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
     logps, entropies = [], []
     weight, bias = head.weight, head.bias
-    hidden = hidden.float()  # the kernel computes in the hidden dtype: fp32 logits, head cast tile by tile
+    # The kernel computes in the hidden dtype: fp32 logits, the head cast tile by tile. With a model split across
+    # devices the backbone can end on another device than the head.
+    hidden = hidden.to(weight.device, torch.float32)
+    targets = targets.to(weight.device)
     with torch.autocast(hidden.device.type, enabled=False), maybe_gather_lm_head_ctx(
         *(p for p in (weight, bias) if p is not None)
     ):

@@ -59,6 +59,7 @@ def score_batch(
     )
 
     def place(values):
+        values = values.to(mask.device)
         out = values.new_zeros(input_ids.shape)
         out[:, 1:] = out[:, 1:].masked_scatter(mask, values)
         return out
