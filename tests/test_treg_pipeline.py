@@ -162,6 +162,11 @@ def test_treg_pipeline_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
     }
     path = tmp_path / "treg.yaml"
     path.write_text(yaml.safe_dump(recipe))
+    # `tokrl score treg` runs the pipeline up to its scoring stage and stops there
+    from tokrl.cli import main
+
+    assert main(["score", "treg", str(path)]) == 0
+    assert is_complete(tmp_path / "run/score") and not (tmp_path / "run/eval_before").exists()
     summary = run_treg(path)
     run = tmp_path / "run"
     for stage in ("sample", "select_pairs", "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo"):
