@@ -226,3 +226,56 @@ def test_shipped_recipes_pass_every_check(name):
     text = recipe.read_text()
     assert text.startswith("# T-REG") and "tokrl treg recipes/" in text and "arXiv 2412.02685" in text
     assert run_treg(recipe, dry_run=True)["ok"]
+
+
+SCORE_CHILD = """
+import json, os, signal, sys
+from datasets import Dataset
+import tokrl.pipelines.stage as stage
+from tokrl.models import tiny_model
+from tokrl.pipelines.treg import TREGScoreSettings, score_stage
+
+out_dir, kill_at = sys.argv[1], int(sys.argv[2])
+if kill_at >= 0:  # SIGKILL right after shard `kill_at` is renamed into place, before the manifest lists it
+    original = stage._write_manifest
+    def write(d, manifest):
+        if any(s["index"] == kill_at for s in manifest["shards"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        original(d, manifest)
+    stage._write_manifest = write
+model, tokenizer = tiny_model(seed=2)
+pairs = Dataset.from_list([json.loads(line) for line in open(sys.argv[3])])
+ds = score_stage(out_dir, model, tokenizer, pairs, TREGScoreSettings(shard_size=1), evaluator_id="tiny")
+print(json.dumps(ds.to_dict()))
+"""
+
+
+def test_score_stage_killed_mid_run_resumes_to_identical_output(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pairs = [PAIR, dict(PAIR, chosen=[{"role": "assistant", "content": "five"}]),
+             dict(PAIR, rejected=[{"role": "assistant", "content": "7"}])]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    (tmp_path / "child.py").write_text(SCORE_CHILD)
+
+    def child(out, kill_at):
+        return subprocess.run([sys.executable, str(tmp_path / "child.py"), str(out), str(kill_at),
+                               str(tmp_path / "pairs.jsonl")], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    killed = child(tmp_path / "run", 1)
+    assert killed.returncode == -signal.SIGKILL
+    from tokrl.pipelines.stage import StageError, load_stage, read_manifest
+
+    assert [s["index"] for s in read_manifest(tmp_path / "run")["shards"]] == [0]
+    with pytest.raises(StageError, match="incomplete"):
+        load_stage(tmp_path / "run")
+    resumed = child(tmp_path / "run", -1)
+    assert resumed.returncode == 0, resumed.stderr[-500:]
+    model, tokenizer = tiny_model(seed=2)  # the uninterrupted run, in this process
+    reference = score_stage(tmp_path / "ref", model, tokenizer, Dataset.from_list(pairs),
+                            TREGScoreSettings(shard_size=1), evaluator_id="tiny")
+    assert json.loads(resumed.stdout) == reference.to_dict()
