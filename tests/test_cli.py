@@ -74,7 +74,7 @@ BAD_RECIPES = [
     ({"reward": ["acuracy"]}, "unknown reward 'acuracy' (did you mean 'accuracy'?)"),
     ({"method": "grpo", "weighting": {"name": "entropy_quantil"}}, "did you mean 'entropy_quantile'"),
     ({"method": "grpo", "weighting": {"name": "entropy_quantile", "rho": -1}}, "rho must be in [0, 1]"),
-    ({"weighting": {"name": "uniform"}}, "'weighting' is for method 'grpo'"),
+    ({"weighting": {"name": "uniform"}}, "'weighting' is for methods grpo and thr_grpo"),
     ({"eval": {"befor": True}}, "unknown key 'eval.befor' (did you mean 'before'?)"),
     ({"method": "cdpo"}, "run `tokrl cdpo"),
     ({"trainer": {"num_generations": 3}}, "invalid 'trainer' settings"),

@@ -12,6 +12,7 @@ from tokrl.recipe import RecipeError, check_keys, load_recipe
 HELP = "train a GRPO-family recipe (grpo, forking_grpo, thr_grpo): tokrl train RECIPE.yaml [key=value ...]"
 RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "reward", "weighting", "trainer", "eval",
                "output_dir", "peft", "description")
+WEIGHTING_METHODS = ("grpo", "thr_grpo")  # methods whose recipe may give a (composed) weighting spec
 EVAL_KEYS = ("before", "after", "max_new_tokens", "batch_size", "num_prompts", "pass_k", "num_samples", "temperature")
 DEFAULT_EVAL = {"before": True, "after": True, "max_new_tokens": None, "batch_size": 50, "num_prompts": None,
                 "pass_k": [], "num_samples": None, "temperature": 1.0}
@@ -60,9 +61,9 @@ def prepare_run(recipe_path, overrides=()) -> dict:
     recipe = load_recipe(recipe_path, list(overrides))
     check_keys(recipe, RECIPE_KEYS, "", file, required=("method", "model"))
     trainer_cls, config_cls = grpo_method(recipe["method"], file)
-    if recipe.get("weighting") is not None and recipe["method"] != "grpo":
-        raise RecipeError(f"{file}: 'weighting' is for method 'grpo'; '{recipe['method']}' sets its own weighter "
-                          f"(use method: grpo with a composed weighting spec)")
+    if recipe.get("weighting") is not None and recipe["method"] not in WEIGHTING_METHODS:
+        raise RecipeError(f"{file}: 'weighting' is for methods {' and '.join(WEIGHTING_METHODS)}; "
+                          f"'{recipe['method']}' sets its own weighter (use method: grpo with a composed weighting spec)")
     eval_cfg = {**DEFAULT_EVAL, **check_keys(recipe.get("eval"), EVAL_KEYS, "eval", file)}
     trainer_section = dict(recipe.get("trainer") or {})
     output_dir = recipe.get("output_dir") or trainer_section.get("output_dir") or f"runs/{Path(file).stem}"
