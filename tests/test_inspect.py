@@ -119,12 +119,11 @@ def test_scored_dataset_on_disk_pairs_columns_by_prefix(tmp_path):
     html = out.read_text()
     data = embedded(html)
     labels = [s["l"] for s in data["samples"]]
-    assert labels == ["row 0 \u00b7 chosen_input_ids", "row 0 \u00b7 rejected_input_ids",
-                      "row 1 \u00b7 chosen_input_ids", "row 1 \u00b7 rejected_input_ids"]
+    assert labels == ["row 0 \u00b7 chosen", "row 0 \u00b7 rejected", "row 1 \u00b7 chosen", "row 1 \u00b7 rejected"]
     rejected1 = data["samples"][3]
     assert rejected1["p"] == ["3", "4", "!"]  # decoded with the tokenizer named in the metadata
     assert rejected1["v"] == {"token_rewards": [-0.5, -0.25, 0.0], "token_weights": [0.0, 1.0, 0.5]}
-    assert rejected1["m"] == {"row": 1, "margin": 1.5} and rejected1["q"] == "What is 3+4?"
+    assert rejected1["m"] == {"margin": 1.5} and rejected1["q"] == "What is 3+4?"
     assert data["groups"] == ["chosen", "rejected"]
     # chosen and rejected rewards share one scale: diverging, +-1 from the rejected -1.0
     rewards = data["scales"]["token_rewards"]

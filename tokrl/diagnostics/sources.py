@@ -356,11 +356,11 @@ def load_dataset_source(path: Path, max_samples: int, tokenizer: str | None, spl
                 continue
             group = _prefix(ids_col) if ids_col not in GENERIC_IDS else ids_col
             samples.append({
-                "label": f"row {r} \u00b7 {ids_col}",
+                "label": f"row {r} \u00b7 {group}",
                 "pieces": decode_pieces(tok, ids),
                 "ids": [int(i) for i in ids],
                 "values": values,
-                "info": {"row": r, **{c: _number(columns[c][r]) for c in scalars}},
+                "info": {c: _number(columns[c][r]) for c in scalars},
                 "prompt": _prompt_text(columns[prompt_col][r]) if prompt_col else None,
                 "group": group,
             })
