@@ -107,7 +107,12 @@ def test_cdpo_pipeline_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
     neg = load_file(str(run / "contrast_negative/artifact/adapter/adapter_model.safetensors"))
     b_keys = [k for k in pos if "lora_B" in k]
     assert b_keys and all(pos[k].abs().sum() > 0 and not torch.equal(pos[k], neg[k]) for k in b_keys)
-    assert summary["weights"]["rejected_tokens"] == sum(len(r) for r in scored["rejected_ce_prob"])
+    eos = tokenizer.eos_token_id
+    content = [p for ids, r in zip(scored["rejected_token_ids"], scored["rejected_ce_prob"])
+               for p in r[: end_positions(ids, {eos})]]
+    assert summary["weights"]["rejected_tokens"] == len(content) < sum(len(r) for r in scored["rejected_ce_prob"])
+    assert summary["weights"]["frac_rejected_weight_gt_0.5"] == pytest.approx(
+        sum(1 - p > 0.5 for p in content) / len(content))
     assert summary["train"]["steps"] == 2 and math.isfinite(summary["train"]["train_loss"])
     assert 0.0 <= summary["eval_before"]["accuracy"] <= 1.0 and summary["eval_after"]["num_prompts"] == 4
     assert (run / "train/artifact/adapter_config.json").is_file()  # the policy is a LoRA (spec: r 16 on all proj)

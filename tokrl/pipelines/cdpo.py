@@ -202,9 +202,11 @@ def score_stage(stage_dir: Path, model, tokenizer, pairs: Dataset, settings: CDP
                                                                     **({"model": model_id} if model_id else {})})
 
 
-def weight_stats(scored: Dataset) -> dict[str, float]:
-    """Rejected-token weight statistics the issue asks to report (EOS / end tokens excluded)."""
-    probs = [p for row in scored["rejected_ce_prob"] for p in row]
+def weight_stats(scored: Dataset, end_ids: set[int]) -> dict[str, float]:
+    """Rejected-token weight statistics the issue asks to report, over response tokens (the trailing EOS /
+    end-of-turn tokens, whose weight is fixed, excluded)."""
+    probs = [p for ids, row in zip(scored["rejected_token_ids"], scored["rejected_ce_prob"])
+             for p in row[: end_positions(ids, end_ids)]]
     weights = [1.0 - p for p in probs]
     if not weights:
         return {"rejected_tokens": 0}
@@ -214,7 +216,9 @@ def weight_stats(scored: Dataset) -> dict[str, float]:
         "frac_rejected_weight_gt_0.5": sum(w > 0.5 for w in weights) / len(weights),
         "mean_rejected_weight": mean,
         "std_rejected_weight": (sum((w - mean) ** 2 for w in weights) / len(weights)) ** 0.5,
-        "mean_chosen_ce_prob": (lambda xs: sum(xs) / max(len(xs), 1))([p for r in scored["chosen_ce_prob"] for p in r]),
+        "mean_chosen_ce_prob": (lambda xs: sum(xs) / max(len(xs), 1))(
+            [p for ids, r in zip(scored["chosen_token_ids"], scored["chosen_ce_prob"])
+             for p in r[: end_positions(ids, end_ids)]]),
         "mean_rejected_ce_prob": sum(probs) / len(probs),
     }
 
@@ -290,7 +294,12 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
                                model_id=model_id)
 
         scored = runner.step("score", score)
-        summary["weights"] = weight_stats(scored)
+        from transformers import AutoTokenizer
+
+        from tokrl.models import resolve_model_path
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_id))
+        summary["weights"] = weight_stats(scored, end_token_ids(tokenizer))
         summary["heatmap_columns"] = ["rejected_token_weights", "rejected_ce_prob", "chosen_token_weights",
                                       "chosen_ce_prob"]
         print(f"[tokrl] cDPO weights: {summary['weights']}", flush=True)
