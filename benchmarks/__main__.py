@@ -55,6 +55,7 @@ def summarise(case: Case, runs: dict[str, list[dict]], clock: str) -> dict:
             "repeats": len(ok),
             "all_time": [round(r[clock], 3) for r in ok],
             "all_memory": [round(r["peak_mib"], 1) for r in ok],
+            "forwards": ok[0].get("extra", {}).get("forwards_per_step"),
         }
     targets = []
     for t in case.targets:
@@ -84,6 +85,10 @@ def markdown(case: Case, summary: dict, clock: str) -> str:
             f"| {name} | {s['time']:.3f} | {s['wall']:.3f} | {s['cpu']:.3f} | {s['memory']:.0f} | {tps} | "
             f"{s['all_time']} | {s['all_memory']} |"
         )
+    forwards = {n: s.get("forwards") for n, s in summary["contenders"].items() if s.get("forwards")}
+    if forwards:
+        lines += ["", "backbone forwards per step (train = with grad, score = no-grad log-prob passes, generate):"]
+        lines += [f"- {n}: " + ", ".join(f"{k} {v:g}" for k, v in f.items()) for n, f in forwards.items()]
     if summary["targets"]:
         lines += ["", "| target | ratio | bound | result |", "| --- | --- | --- | --- |"]
         for t in summary["targets"]:

@@ -45,6 +45,32 @@ class StepTimer(TrainerCallback):
         self.times.append(clock.since(self._start))
 
 
+class ForwardCounter:
+    """Backbone forwards by kind: `train` (with grad), `score` (no-grad log-prob passes: old/ref policy),
+    `generate` (the rest). A weighted trainer must add no `train` or `score` pass to TRL's."""
+
+    def __init__(self, trainer):
+        from tokrl.trainers.hidden_states import backbone_of
+
+        self.counts = {"train": 0, "score": 0, "generate": 0}
+        self._scoring = 0
+        backbone_of(trainer.model).register_forward_hook(self._hook)
+        score = trainer._get_per_token_logps_and_entropies
+
+        def counted(*args, **kwargs):
+            self._scoring += 1
+            try:
+                return score(*args, **kwargs)
+            finally:
+                self._scoring -= 1
+
+        trainer._get_per_token_logps_and_entropies = counted
+
+    def _hook(self, module, args, output):
+        kind = "train" if torch.is_grad_enabled() else ("score" if self._scoring else "generate")
+        self.counts[kind] += 1
+
+
 def settings(quick: bool) -> dict:
     # per step: one group of 4 completions of a fixed length; the first step is a warm-up and not timed
     return {"completion_length": 8 if quick else 16, "timed_steps": 1 if quick else 2, "group": 4}
@@ -99,6 +125,7 @@ def load(contender: str, quick: bool):
         processing_class=tokenizer,
         callbacks=[timer],
     )
+    forwards = ForwardCounter(trainer)
 
     def run() -> Result:
         trainer.train()
@@ -111,6 +138,7 @@ def load(contender: str, quick: bool):
                 "gradient_checkpointing": bool(args.gradient_checkpointing),
                 "step_wall_s": [round(t[0], 3) for t in timer.times],
                 "step_cpu_s": [round(t[1], 3) for t in timer.times],
+                "forwards_per_step": {k: v / len(timer.times) for k, v in forwards.counts.items()},
             },
         )
 
