@@ -159,6 +159,11 @@ def test_shipped_recipes_pass_every_check(name):
     assert text.startswith("# cDPO") and "tokrl cdpo recipes/" in text and "arXiv 2411.19943" in text
     out = run_cdpo(recipe, dry_run=True)
     assert out["ok"] and out["stages"][-1] == "rollout_check"
+    from tokrl.commands.validate import validate_recipe
+
+    assert validate_recipe(recipe) == "cdpo"  # `tokrl validate` routes method: cdpo here
+    with pytest.raises(RecipeError, match="method 'treg' is not run by `tokrl cdpo`"):
+        run_cdpo(recipe, ["method=treg"], dry_run=True)
 
 
 def test_rollout_check_splices_prefixes_and_replacements_correctly():

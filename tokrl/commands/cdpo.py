@@ -17,6 +17,13 @@ def add_arguments(parser):
                         help="run only this stage (the stages it reads must be complete)")
 
 
+def validate(path, overrides=()) -> None:
+    """Check every section of a recipe without loading a model (`tokrl validate`)."""
+    from tokrl.pipelines.cdpo import run_cdpo
+
+    run_cdpo(path, list(overrides), dry_run=True)
+
+
 def run(args) -> int:
     from tokrl.pipelines.cdpo import run_cdpo
 

@@ -47,7 +47,7 @@ from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, st
 
 STAGES = ("sample", "select_pairs", "sft_positive", "sft_negative", "contrast_positive", "contrast_negative",
           "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo", "rollout_check")
-RECIPE_KEYS = ("model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample", "select", "contrast",
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample", "select", "contrast",
                "score", "train", "trainer", "baseline", "rollout_check", "eval", "description")
 # Spec section 2.2 (positive/negative models) and 3.1 (cDPO policy LoRA).
 CONTRAST_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["gate_proj", "up_proj", "down_proj"],
@@ -235,6 +235,9 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
     file = str(recipe_path)
     recipe = load_recipe(recipe_path, list(overrides))
     check_keys(recipe, RECIPE_KEYS, "", file, required=("model",))
+    if recipe.get("method", "cdpo") != "cdpo":
+        raise RecipeError(f"{file}: method '{recipe['method']}' is not run by `tokrl cdpo` (this command runs "
+                          "method: cdpo)")
     output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
     model_id = str(recipe["model"])
     load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))

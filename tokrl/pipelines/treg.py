@@ -244,7 +244,7 @@ def reward_stats(scored: Dataset) -> dict[str, float]:
 # ---- the whole pipeline -----------------------------------------------------------------------------------------
 
 STAGES = ("sample", "select_pairs", "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo")
-RECIPE_KEYS = ("model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample", "select", "score",
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample", "select", "score",
                "train", "trainer", "baseline", "eval", "description")
 
 
@@ -268,6 +268,9 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
     file = str(recipe_path)
     recipe = load_recipe(recipe_path, list(overrides))
     check_keys(recipe, RECIPE_KEYS, "", file, required=("model",))
+    if recipe.get("method", "treg") != "treg":
+        raise RecipeError(f"{file}: method '{recipe['method']}' is not run by `tokrl treg` (this command runs "
+                          "method: treg)")
     output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
     model_id = str(recipe["model"])
     load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
