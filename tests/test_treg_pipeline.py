@@ -91,7 +91,8 @@ def test_long_drafts_are_cut_inside_the_context_never_in_the_completion():
     long_pair = dict(PAIR, rejected=[{"role": "assistant", "content": "six " * 40}])
     empty_ctx = len(context_ids(tokenizer, TEMPLATES["revision"]["worse"], PAIR["prompt"], ""))
     limit = empty_ctx + len(completion_token_ids(tokenizer, long_pair)["rejected"]) + 30
-    completion, examples, cut = build_scoring_examples(tokenizer, long_pair, TREGScoreSettings(max_context_length=limit))
+    settings = TREGScoreSettings(max_context_length=limit)
+    completion, examples, cut = build_scoring_examples(tokenizer, long_pair, settings)
     assert cut == 2  # both rejected contexts (better, worse) were shortened; the chosen ones fit
     for ex in examples[2:]:
         assert ex["completion_ids"] == completion["rejected"]

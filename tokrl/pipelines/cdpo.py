@@ -47,8 +47,8 @@ from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, st
 
 STAGES = ("sample", "select_pairs", "sft_positive", "sft_negative", "contrast_positive", "contrast_negative",
           "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo", "rollout_check")
-RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample", "select", "contrast",
-               "score", "train", "trainer", "baseline", "rollout_check", "eval", "description")
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample",
+               "select", "contrast", "score", "train", "trainer", "baseline", "rollout_check", "eval", "description")
 # Spec section 2.2 (positive/negative models) and 3.1 (cDPO policy LoRA).
 CONTRAST_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["gate_proj", "up_proj", "down_proj"],
                  "bias": "none"}
@@ -230,7 +230,7 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
              stop_after: str | None = None, dry_run: bool = False) -> dict:
     """`tokrl cdpo RECIPE.yaml`: every stage in order, skipping complete ones; returns (and writes) a summary."""
     from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
-    from tokrl.trainers.cdpo import CDPOConfig, CDPOTrainer
+    from tokrl.trainers.cdpo import CDPOConfig
 
     file = str(recipe_path)
     recipe = load_recipe(recipe_path, list(overrides))
@@ -358,7 +358,8 @@ def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_
         from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
         from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
 
-        dpo_section = {k: v for k, v in trainer_section.items() if k in {f for f in WeightedDPOConfig.__dataclass_fields__}}
+        dpo_fields = set(WeightedDPOConfig.__dataclass_fields__)
+        dpo_section = {k: v for k, v in trainer_section.items() if k in dpo_fields}
         dpo_config = build_config(WeightedDPOConfig, dpo_section, file, "trainer",
                                   output_dir=str(runner.dir("train_dpo")), report_to="none")
         dpo_record = {"trainer": dpo_section, "lora": lora_spec, "method": "DPO"}

@@ -652,7 +652,8 @@ def model_loader(model_id: str, trust_remote_code: bool = False) -> Callable:
     return load
 
 
-PROMPT_KEYS = ("path", "hub", "name", "split", "eval_split", "question_column", "answer_column", "template", "train_template",
+PROMPT_KEYS = ("path", "hub", "name", "split", "eval_split", "question_column", "answer_column", "template",
+               "train_template",
                "num_eval")
 
 

@@ -140,7 +140,7 @@ def token_rewards(logps_better: list[float], logps_worse: list[float]) -> list[f
 
     def sigmoid(x: float) -> float:
         if x != x:
-            raise ValueError("T-REG score: a log-prob difference is NaN (inf - inf): the evaluator gives -inf to a token")
+            raise ValueError("T-REG score: a log-prob difference is NaN (inf - inf): the evaluator gives a token -inf")
         if x >= 0:
             return 1.0 / (1.0 + math.exp(-x))
         e = math.exp(x)
@@ -244,8 +244,8 @@ def reward_stats(scored: Dataset) -> dict[str, float]:
 # ---- the whole pipeline -----------------------------------------------------------------------------------------
 
 STAGES = ("sample", "select_pairs", "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo")
-RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample", "select", "score",
-               "train", "trainer", "baseline", "eval", "description")
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample",
+               "select", "score", "train", "trainer", "baseline", "eval", "description")
 
 
 def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
