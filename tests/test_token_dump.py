@@ -56,7 +56,12 @@ def test_dump_writes_masked_tokens_with_their_values(tmp_path):
     assert second["pieces"] == ["7"] and second["ids"] == tok("7", add_special_tokens=False)["input_ids"]
     assert second["values"] == {"entropy": [4.0], "token_reward": [0.5], "advantage": [-1.25], "weight": [1.0],
                                 "thr": [2.0]}
-    assert dump_tokens(_view(tok), tok, tmp_path, step=8, max_samples=1) == 1  # appends, bounded by max_samples
+    view = _view(tok)
+    view.advantages = None
+    view.values["advantage"] = torch.tensor([[0.5] * 5, [2.0] * 5])  # how the trainer hands it over
+    assert dump_tokens(view, tok, tmp_path, step=8, max_samples=1) == 1  # appends, bounded by max_samples
+    last = read_token_values(tmp_path / "token_values.jsonl")[-1]
+    assert last["advantage"] == 0.5 and last["values"]["advantage"] == [0.5] * 5
     assert [r["step"] for r in read_token_values(tmp_path / "token_values.jsonl")] == [7, 7, 8]
 
 

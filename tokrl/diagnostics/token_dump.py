@@ -134,6 +134,8 @@ def token_records(view, tokenizer, step: int, max_samples: int, prompt=None) -> 
         }
         if adv is not None:
             record["advantage"] = _number(adv[b])
+        elif len(set(record["values"].get("advantage", [None, None]))) == 1:  # a sequence-level advantage
+            record["advantage"] = record["values"]["advantage"][0]
         if rewards is not None:
             record["reward"] = _number(rewards[b])
         if prompt is not None and tokenizer is not None:
