@@ -62,7 +62,11 @@ def test_dump_writes_masked_tokens_with_their_values(tmp_path):
     assert dump_tokens(view, tok, tmp_path, step=8, max_samples=1) == 1  # appends, bounded by max_samples
     last = read_token_values(tmp_path / "token_values.jsonl")[-1]
     assert last["advantage"] == 0.5 and last["values"]["advantage"] == [0.5] * 5
-    assert [r["step"] for r in read_token_values(tmp_path / "token_values.jsonl")] == [7, 7, 8]
+    del view.values["advantage"]  # and without any advantage there is none in the record
+    dump_tokens(view, tok, tmp_path, step=9, max_samples=1)
+    last = read_token_values(tmp_path / "token_values.jsonl")[-1]
+    assert "advantage" not in last and "advantage" not in last["values"]
+    assert [r["step"] for r in read_token_values(tmp_path / "token_values.jsonl")] == [7, 7, 8, 9]
 
 
 def test_torn_last_line_is_dropped_and_a_bad_middle_line_named(tmp_path):

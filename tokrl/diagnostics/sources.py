@@ -56,7 +56,7 @@ def load_run(path: Path, max_samples: int) -> tuple[list[dict], dict]:
         for key in ("advantage", "reward"):
             if r.get(key) is not None:
                 info[key] = r[key]
-            elif len(set(r["values"].get(key, [None, None]))) == 1:  # constant over the sequence: say it once
+            elif len(set(r["values"].get(key, []))) == 1:  # constant over the sequence: say it once
                 info[key] = r["values"][key][0]
         info.update({k: v for k, v in (r.get("stats") or {}).items() if v is not None})
         samples.append({

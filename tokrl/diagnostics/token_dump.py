@@ -134,7 +134,7 @@ def token_records(view, tokenizer, step: int, max_samples: int, prompt=None) -> 
         }
         if adv is not None:
             record["advantage"] = _number(adv[b])
-        elif len(set(record["values"].get("advantage", [None, None]))) == 1:  # a sequence-level advantage
+        elif len(set(record["values"].get("advantage", []))) == 1:  # a sequence-level advantage
             record["advantage"] = record["values"]["advantage"][0]
         if rewards is not None:
             record["reward"] = _number(rewards[b])
