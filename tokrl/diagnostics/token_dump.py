@@ -213,6 +213,16 @@ def config_summary(args) -> dict:
     return out
 
 
+def _model_name(path) -> str | None:
+    """An embedded model's converted checkpoint (`~/.cache/tokrl/<name>`) is shown by its name."""
+    if not path:
+        return None
+    from tokrl.models import EMBEDDED, cache_dir
+
+    p = Path(str(path))
+    return p.name if p.name in EMBEDDED and p.parent == cache_dir() else str(path)
+
+
 def run_info(trainer) -> dict:
     """Metadata for the heatmap's header: trainer, weighter, model, and a summary of the config."""
     args = trainer.args
@@ -228,8 +238,8 @@ def run_info(trainer) -> dict:
     return {
         "method": type(trainer).__name__,
         "weighter": repr(getattr(trainer, "weighter", None)) if getattr(trainer, "weighter", None) else None,
-        "model": getattr(config, "_name_or_path", None) or getattr(config, "model_type", None),
-        "tokenizer": getattr(tokenizer, "name_or_path", None) or None,
+        "model": _model_name(getattr(config, "_name_or_path", None)) or getattr(config, "model_type", None),
+        "tokenizer": _model_name(getattr(tokenizer, "name_or_path", None)),
         "output_dir": str(args.output_dir),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "trl_version": trl_version,
