@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 HELP = "run the demo: uniform vs forking-token GRPO on the embedded SmolLM2 + arithmetic task (CPU, ~15 min)"
-DEFAULT_RECIPES = ("recipes/grpo_arithmetic.yaml", "recipes/forking_grpo_arithmetic.yaml")
+DEFAULT_RECIPES = ("recipes/grpo_arithmetic.yaml", "recipes/forking_grpo_arithmetic.yaml",
+                   "recipes/forking_grpo_sequence_arithmetic.yaml")
 
 
 def add_arguments(parser):
@@ -114,7 +115,8 @@ def run(args) -> int:
         summary["plots"] = [str(p) for p in plot(run_dir)]
         runs[name], summaries[name] = run_dir, summary
     comparison = comparison_plot(runs, out / "comparison.png")
-    heatmap = inspect(runs[list(runs)[-1]], value="weight")
+    forking = [name for name in runs if "forking" in name] or list(runs)
+    heatmap = inspect(runs[forking[0]], value="weight")
     report = {"runs": summaries, "comparison_plot": str(comparison), "heatmap": str(heatmap),
               "minutes": round((time.time() - t_start) / 60, 1)}
     (out / "summary.json").write_text(json.dumps(report, indent=1))
