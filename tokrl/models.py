@@ -76,7 +76,13 @@ def resolve_model_path(name_or_path: str) -> str:
     key = str(name_or_path).lower()
     if key in EMBEDDED:
         return str(convert_gguf(embedded_gguf(key), cache_dir() / key))
-    return str(name_or_path)
+    text = str(name_or_path)
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep + os.sep in text
+    if looks_local and not Path(text).expanduser().exists():
+        raise FileNotFoundError(
+            f"model '{text}': no such directory (embedded models: {', '.join(EMBEDDED)}; or give an HF hub id)"
+        )
+    return text
 
 
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):

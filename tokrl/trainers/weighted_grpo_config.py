@@ -58,6 +58,9 @@ class WeightedGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         resolve_device_defaults(self)
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (GRPO compares completions within a group), "
+                             f"got {self.num_generations}")
         super().__post_init__()
         if self.weight_normalizer not in NORMALIZERS:
             raise ValueError(f"weight_normalizer must be one of {NORMALIZERS}, got {self.weight_normalizer!r}")
