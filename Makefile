@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tokrl demo --out runs/demo
+	$(BIN)/tokrl demo --out runs/demo --steps 30
 
 test: $(STAMP)
 	@# CI must run the browser test of the token heatmap: install Debian's Chromium there when it is missing.

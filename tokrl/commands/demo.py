@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 HELP = "run the demo: uniform vs forking-token GRPO on the embedded SmolLM2 + arithmetic task (CPU, ~15 min)"
-DEFAULT_RECIPES = ("recipes/grpo_arithmetic.yaml", "recipes/forking_grpo_arithmetic.yaml",
-                   "recipes/forking_grpo_sequence_arithmetic.yaml")
+# Uniform vs the paper's forking mask; add recipes/forking_grpo_sequence_arithmetic.yaml for the per-response variant.
+DEFAULT_RECIPES = ("recipes/grpo_arithmetic.yaml", "recipes/forking_grpo_arithmetic.yaml")
 
 
 def add_arguments(parser):
