@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tokrl.diagnostics.token_dump import append_jsonl
+from tokrl.diagnostics.token_dump import append_jsonl, read_jsonl
 
 METRICS = "metrics.jsonl"
 
@@ -56,19 +56,4 @@ class MetricsLogCallback(TrainerCallback):
 
 def read_metrics(path: str | Path) -> list[dict]:
     """Read `metrics.jsonl`; a torn last line is dropped, any other bad line is an error naming the line."""
-    path = Path(path)
-    lines = path.read_text(encoding="utf-8").split("\n")
-    out = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines):
-                break
-            raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object")
-        out.append(record)
-    return out
+    return [record for _, record in read_jsonl(path)]

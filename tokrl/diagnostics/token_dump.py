@@ -288,8 +288,9 @@ class TokenDumpCallback(TrainerCallback):
         self._last_step = state.global_step
 
 
-def read_token_values(path: str | Path) -> list[dict]:
-    """Read `token_values.jsonl`: a truncated last line (a crash mid-write) is dropped, any other bad line fails."""
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each line of an append-only JSONL file. A torn last line (a crash mid-write,
+    no newline after it) is dropped; any other bad line is an error naming the file and line."""
     path = Path(path)
     lines = path.read_text(encoding="utf-8").split("\n")
     records = []
@@ -299,10 +300,20 @@ def read_token_values(path: str | Path) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            if number == len(lines):  # no newline after it: the write was torn by a crash
+            if number == len(lines):
                 break
             raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-        if not isinstance(record, dict) or "pieces" not in record or "values" not in record:
-            raise ValueError(f"{path}:{number}: a token record needs 'pieces' and 'values'")
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object")
+        records.append((number, record))
+    return records
+
+
+def read_token_values(path: str | Path) -> list[dict]:
+    """Read `token_values.jsonl` (see `read_jsonl`); every record needs 'pieces' and 'values'."""
+    records = []
+    for number, record in read_jsonl(path):
+        if "pieces" not in record or "values" not in record:
+            raise ValueError(f"{Path(path)}:{number}: a token record needs 'pieces' and 'values'")
         records.append(record)
     return records
