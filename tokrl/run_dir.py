@@ -16,9 +16,6 @@ def write_run_info(run_dir: Path, recipe: dict, source) -> None:
 
 def attach_run_callbacks(trainer, run_dir: Path) -> None:
     """metrics.jsonl in the run dir (token dumps are attached by the trainers themselves)."""
-    try:
-        from tokrl.diagnostics.metrics_log import MetricsLogCallback
-    except ImportError:
-        MetricsLogCallback = None
-    if MetricsLogCallback is not None:
-        MetricsLogCallback.attach(trainer, Path(run_dir) / "metrics.jsonl")
+    from tokrl.diagnostics.metrics_log import MetricsLogCallback
+
+    MetricsLogCallback.attach(trainer, Path(run_dir) / "metrics.jsonl")

@@ -6,7 +6,6 @@ appended with one `O_APPEND` write each, so a crash never damages earlier lines;
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
