@@ -72,4 +72,7 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    from distributed_exit import shut_down
+
     main(sys.argv[1])
+    shut_down()

@@ -63,4 +63,7 @@ def main(model_dir: str, out_path: str, select: str):
 
 
 if __name__ == "__main__":
+    from distributed_exit import shut_down
+
     main(*sys.argv[1:4])
+    shut_down()

@@ -111,4 +111,7 @@ def test_two_process_zero3_matches_one_process(tmp_path):
 
 
 if __name__ == "__main__":
+    from distributed_exit import shut_down
+
     main(Path(sys.argv[1]))
+    shut_down()
