@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokrl.weighting import Clip, DatasetColumn, EntropyQuantile, Normalize, Product, TokenView, Uniform
+from tokrl.weighting.thr import THR_COLUMN, WEIGHT_COLUMN, THRWeighter
 
 
 def weighters():
@@ -18,6 +19,8 @@ def weighters():
         Product([EntropyQuantile(rho=0.5), DatasetColumn("w", scale=2.0, offset=1.0)]),
         Clip(DatasetColumn("w"), min=0.0, max=0.5),
         Normalize(EntropyQuantile(rho=0.4, soft_temperature=1.0)),
+        THRWeighter(p=0.3),
+        Product([EntropyQuantile(rho=0.2), THRWeighter(p=-0.2)]),
     ]
 
 
@@ -36,8 +39,10 @@ def views(draw):
 
 
 def make_view(mask, entropies, column):
+    thr_weight = 1.0 + 0.3 * torch.sign(column) * (column.abs() > 0.5)  # as THRGRPOTrainer stores it
     return TokenView(completion_ids=torch.zeros_like(mask), completion_mask=mask,
-                     entropies=entropies.clone().requires_grad_(True), columns={"w": column})
+                     entropies=entropies.clone().requires_grad_(True),
+                     columns={"w": column, THR_COLUMN: column, WEIGHT_COLUMN: thr_weight})
 
 
 @settings(max_examples=60, deadline=None)
