@@ -46,3 +46,22 @@ def test_two_process_forking_run_agrees_with_one_process(tiny_dir, tmp_path, con
     weights = EntropyQuantile(rho=0.3, scope="global", select=select)(view)
     assert result["threshold"] == pytest.approx(view.stats["entropy_threshold"], abs=1e-6)
     assert result["weights"] == weights.tolist()
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("config", ["zero2.yaml", "zero3.yaml"])
+def test_two_process_resume_matches_the_uninterrupted_run(tiny_dir, tmp_path, config):
+    results = {}
+    for mode, run in (("full", "full"), ("cut", "cut"), ("resume", "cut")):
+        out = tmp_path / f"{mode}.json"
+        launch(config, "grpo_resume_run.py", tiny_dir, str(tmp_path / run), mode, str(out))
+        results[mode] = json.loads(out.read_text())
+    full, resumed = results["full"], results["resume"]
+    assert sorted(results["cut"]["logs"]) == ["1", "2"]
+    assert sorted(resumed["logs"]) == ["1", "2", "3", "4"]
+    for step in ("3", "4"):
+        assert resumed["logs"][step] == pytest.approx(full["logs"][step], abs=1e-6)
+    assert any(abs(v[0]) > 0 for v in full["logs"].values())
+    assert resumed["digest"].keys() == full["digest"].keys()
+    for name, value in full["digest"].items():
+        assert resumed["digest"][name] == pytest.approx(value, rel=1e-6), name
