@@ -38,7 +38,7 @@ from tokrl.pipelines.preference import (
     eval_stage,
     load_trained,
     lora_config,
-    model_loader,
+    open_pipeline_recipe,
     settings_from,
     task_pairs,
     train_preference_stage,
@@ -229,26 +229,16 @@ def weight_stats(scored: Dataset, end_ids: set[int]) -> dict[str, float]:
 def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
              stop_after: str | None = None, dry_run: bool = False) -> dict:
     """`tokrl cdpo RECIPE.yaml`: every stage in order, skipping complete ones; returns (and writes) a summary."""
-    from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
+    from tokrl.recipe import build_config, check_keys
     from tokrl.trainers.cdpo import CDPOConfig
 
-    file = str(recipe_path)
-    recipe = load_recipe(recipe_path, list(overrides))
-    check_keys(recipe, RECIPE_KEYS, "", file, required=("model",))
-    if recipe.get("method", "cdpo") != "cdpo":
-        raise RecipeError(f"{file}: method '{recipe['method']}' is not run by `tokrl cdpo` (this command runs "
-                          "method: cdpo)")
-    output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
-    model_id = str(recipe["model"])
-    load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
+    file, recipe, output_dir, model_id, load_base, trainer_section = open_pipeline_recipe(
+        recipe_path, overrides, "cdpo", RECIPE_KEYS)
     contrast = check_keys(recipe.get("contrast"), ("lora", "trainer"), "contrast", file)
     train = check_keys(recipe.get("train"), ("lora",), "train", file)
     baseline = check_keys(recipe.get("baseline"), ("dpo",), "baseline", file)
     score_settings = settings_from(CDPOScoreSettings, recipe.get("score"), "score", file)
     eval_settings = settings_from(EvalSettings, recipe.get("eval"), "eval", file)
-    trainer_section = dict(recipe.get("trainer") or {})
-    if "output_dir" in trainer_section:
-        raise RecipeError(f"{file}: set the top-level 'output_dir', not 'trainer.output_dir' (stages live under it)")
     policy_lora_spec = train.get("lora", POLICY_LORA) if "lora" in train else POLICY_LORA
     config = build_config(CDPOConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
                           report_to="none")

@@ -731,3 +731,25 @@ def check_pair_sections(recipe: dict, file) -> None:
         resolve_rewards([name] if isinstance(name, str) else name)
     except ValueError as exc:
         raise RecipeError(f"{file}: reward: {exc}") from None
+
+
+def open_pipeline_recipe(recipe_path, overrides, method: str, keys) -> tuple:
+    """Load and check the parts every preference-pipeline recipe shares.
+
+    Returns (file, recipe, output_dir, model_id, load_base, trainer_section); errors name the file and key.
+    """
+    from tokrl.recipe import RecipeError, check_keys, load_recipe
+
+    file = str(recipe_path)
+    recipe = load_recipe(recipe_path, list(overrides))
+    check_keys(recipe, keys, "", file, required=("model",))
+    if recipe.get("method", method) != method:
+        raise RecipeError(f"{file}: method '{recipe['method']}' is not run by `tokrl {method}` (this command runs "
+                          f"method: {method})")
+    output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
+    model_id = str(recipe["model"])
+    load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
+    trainer_section = dict(recipe.get("trainer") or {})
+    if "output_dir" in trainer_section:
+        raise RecipeError(f"{file}: set the top-level 'output_dir', not 'trainer.output_dir' (stages live under it)")
+    return file, recipe, output_dir, model_id, load_base, trainer_section

@@ -258,29 +258,20 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         Runner,
         StopPipeline,
         model_loader,
+        open_pipeline_recipe,
         settings_from,
         task_pairs,
     )
-    from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
+    from tokrl.recipe import RecipeError, build_config, check_keys
     from tokrl.run_dir import write_run_info
     from tokrl.trainers.treg import TREGConfig, TREGTrainer
 
-    file = str(recipe_path)
-    recipe = load_recipe(recipe_path, list(overrides))
-    check_keys(recipe, RECIPE_KEYS, "", file, required=("model",))
-    if recipe.get("method", "treg") != "treg":
-        raise RecipeError(f"{file}: method '{recipe['method']}' is not run by `tokrl treg` (this command runs "
-                          "method: treg)")
-    output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
-    model_id = str(recipe["model"])
-    load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
+    file, recipe, output_dir, model_id, load_base, trainer_section = open_pipeline_recipe(
+        recipe_path, overrides, "treg", RECIPE_KEYS)
     score_settings = settings_from(TREGScoreSettings, recipe.get("score"), "score", file)
     eval_settings = settings_from(EvalSettings, recipe.get("eval"), "eval", file)
     train = check_keys(recipe.get("train"), ("lora",), "train", file)
     baseline = check_keys(recipe.get("baseline"), ("dpo",), "baseline", file)
-    trainer_section = dict(recipe.get("trainer") or {})
-    if "output_dir" in trainer_section:
-        raise RecipeError(f"{file}: set the top-level 'output_dir', not 'trainer.output_dir' (stages live under it)")
     evaluator_id = score_settings.evaluator or model_id
     config = build_config(TREGConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
                           report_to="none", treg_expected_evaluator=evaluator_id,
