@@ -53,6 +53,8 @@ def test_recipe_trains_two_steps_in_a_subprocess_and_writes_a_checkpoint(tiny_di
     assert (run / "final" / "config.json").is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert 0.0 <= summary["eval_before"]["accuracy"] <= 1.0 and "eval_after" in summary
+    per_prompt = summary["eval_after"]["per_prompt"]["accuracy"]  # for paired comparisons (tokrl compare)
+    assert len(per_prompt) == 4 and sum(per_prompt) / 4 == summary["eval_after"]["accuracy"]
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_logs = [line for line in lines if "loss" in line]
     assert [line["step"] for line in train_logs] == [1, 2]

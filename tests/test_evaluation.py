@@ -51,6 +51,13 @@ def test_evaluate_counts_correct_completions_with_a_controlled_reward(tiny):
     again = evaluate(model, tokenizer, data, max_new_tokens=4, batch_size=4, reward=reward, k=(1, 2), num_samples=3)
     assert again == result
     assert torch.equal(torch.random.get_rng_state(), state)
+    # per-prompt scores: one per eval prompt, in order, averaging to the headline numbers
+    detailed = evaluate(model, tokenizer, data, max_new_tokens=4, batch_size=4, reward=reward, k=(1, 2),
+                        num_samples=3, per_prompt=True)
+    assert detailed["per_prompt"]["accuracy"] == [float(c[0] == first) for c in completions]
+    assert len(detailed["per_prompt"]["pass@2"]) == 6
+    assert sum(detailed["per_prompt"]["pass@2"]) / 6 == pytest.approx(result["pass@2"])
+    assert {k: v for k, v in detailed.items() if k != "per_prompt"} == result
 
 
 def test_eval_command_on_a_saved_tiny_model(tmp_path, capsys):

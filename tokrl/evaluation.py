@@ -92,8 +92,13 @@ def evaluate(
     reward: Callable = accuracy_reward,
     seed: int = 0,
     progress: bool = False,
-) -> dict[str, float]:
-    """Greedy accuracy, and pass@k for each k from `num_samples` (default max k) sampled completions per prompt."""
+    per_prompt: bool = False,
+) -> dict:
+    """Greedy accuracy, and pass@k for each k from `num_samples` (default max k) sampled completions per prompt.
+
+    `per_prompt=True` adds `per_prompt: {"accuracy": [...], "pass@k": [...]}`, one score per eval prompt in
+    dataset order, so two runs on the same prompts can be compared pair by pair (`tokrl compare`).
+    """
     prompts, answers = list(dataset["prompt"]), list(dataset["answer"])
     if not prompts:
         raise ValueError("evaluation dataset is empty")
@@ -101,6 +106,7 @@ def evaluate(
                       progress=progress)
     scores = reward([g[0] for g in greedy], answer=answers)
     result = {"accuracy": sum(scores) / len(scores), "num_prompts": float(len(prompts))}
+    prompt_scores = {"accuracy": [float(x) for x in scores]}
     if k:
         n = num_samples or max(k)
         samples = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
@@ -108,5 +114,8 @@ def evaluate(
                            do_sample=True, seed=seed, progress=progress)
         correct = [int(sum(reward(s, answer=[a] * len(s)))) for s, a in zip(samples, answers)]
         for kk in k:
-            result[f"pass@{kk}"] = sum(pass_at_k(n, c, kk) for c in correct) / len(correct)
+            prompt_scores[f"pass@{kk}"] = [pass_at_k(n, c, kk) for c in correct]
+            result[f"pass@{kk}"] = sum(prompt_scores[f"pass@{kk}"]) / len(correct)
+    if per_prompt:
+        result["per_prompt"] = prompt_scores
     return result

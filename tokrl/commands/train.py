@@ -27,7 +27,8 @@ def add_arguments(parser):
 
 def run(args) -> int:
     result = train_recipe(args.recipe, args.overrides)
-    print(json.dumps({k: v for k, v in result.items() if k != "trainer"}, indent=1))
+    shown = {k: _headline(v) if k.startswith("eval_") else v for k, v in result.items() if k != "trainer"}
+    print(json.dumps(shown, indent=1))
     return 0
 
 
@@ -92,6 +93,11 @@ def prepare_run(recipe_path, overrides=()) -> dict:
             "rewards": rewards, "eval": eval_cfg, "output_dir": Path(output_dir), "peft_config": peft_config}
 
 
+def _headline(result: dict) -> dict:
+    """An eval result without its per-prompt scores (those go to summary.json only)."""
+    return {k: v for k, v in result.items() if k != "per_prompt"}
+
+
 def train_recipe(recipe_path, overrides=(), callbacks=()):
     """Run a GRPO-family recipe; returns a summary dict (accuracy before/after, run dir, trainer)."""
     from tokrl.evaluation import evaluate
@@ -108,14 +114,15 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
         eval_data = eval_data.select(range(min(int(eval_cfg["num_prompts"]), len(eval_data))))
     eval_kwargs = dict(max_new_tokens=eval_cfg["max_new_tokens"] or config.max_completion_length,
                        batch_size=eval_cfg["batch_size"], k=eval_cfg["pass_k"] or (),
-                       num_samples=eval_cfg["num_samples"], temperature=eval_cfg["temperature"])
+                       num_samples=eval_cfg["num_samples"], temperature=eval_cfg["temperature"], per_prompt=True)
     summary = {"method": recipe["method"], "output_dir": str(run_dir)}
     write_run_info(run_dir, recipe, recipe_path)
 
     if eval_cfg["before"] and len(eval_data):
         t0 = time.time()
         summary["eval_before"] = evaluate(model, tokenizer, eval_data, **eval_kwargs)
-        print(f"[tokrl] eval before training: {summary['eval_before']} ({time.time() - t0:.0f}s)", flush=True)
+        print(f"[tokrl] eval before training: {_headline(summary['eval_before'])} ({time.time() - t0:.0f}s)",
+              flush=True)
 
     trainer = run["trainer_cls"](model=model, reward_funcs=run["rewards"], args=config, train_dataset=data["train"],
                                  processing_class=tokenizer, peft_config=run["peft_config"],
@@ -128,7 +135,7 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
 
     if eval_cfg["after"] and len(eval_data):
         summary["eval_after"] = evaluate(trainer.model, tokenizer, eval_data, **eval_kwargs)
-        print(f"[tokrl] eval after training: {summary['eval_after']}", flush=True)
+        print(f"[tokrl] eval after training: {_headline(summary['eval_after'])}", flush=True)
     if trainer.accelerator.is_main_process:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["trainer"] = trainer
