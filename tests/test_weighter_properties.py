@@ -4,7 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokrl.weighting import Clip, DatasetColumn, EntropyQuantile, Normalize, Product, TokenView, Uniform
+from tokrl.weighting import (Clip, DatasetColumn, EntropyQuantile, Normalize, Product, RandomQuantile, ShuffledColumn,
+                             TokenView, Uniform)
 from tokrl.weighting.thr import THR_COLUMN, WEIGHT_COLUMN, THRWeighter
 
 
@@ -15,6 +16,10 @@ def weighters():
         EntropyQuantile(rho=0.7, select="quantile", scope="batch"),
         EntropyQuantile(rho=0.3, scope="sequence", invert=True),
         EntropyQuantile(rho=0.5, soft_temperature=0.3),
+        EntropyQuantile(rho=0.2, lowest=True),
+        RandomQuantile(rho=0.2),
+        RandomQuantile(rho=0.3, scope="sequence", seed=4),
+        ShuffledColumn("w", seed=1),
         DatasetColumn("w"),
         Product([EntropyQuantile(rho=0.5), DatasetColumn("w", scale=2.0, offset=1.0)]),
         Clip(DatasetColumn("w"), min=0.0, max=0.5),

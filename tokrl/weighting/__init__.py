@@ -4,7 +4,9 @@ from tokrl.weighting.base import KNOWN_NEEDS, TokenWeighter, weight_stats
 from tokrl.weighting.column import DatasetColumn
 from tokrl.weighting.compose import Clip, Normalize, Product
 from tokrl.weighting.entropy import EntropyQuantile
+from tokrl.weighting.random_quantile import RandomQuantile
 from tokrl.weighting.registry import WEIGHTERS, build_weighter, register_weighter
+from tokrl.weighting.shuffled_column import ShuffledColumn
 from tokrl.weighting.uniform import Uniform
 from tokrl.weighting.view import TokenView
 
@@ -16,6 +18,8 @@ __all__ = [
     "Uniform",
     "DatasetColumn",
     "EntropyQuantile",
+    "RandomQuantile",
+    "ShuffledColumn",
     "Product",
     "Clip",
     "Normalize",

@@ -31,6 +31,8 @@ class EntropyQuantile(TokenWeighter):
             `quantile` (TRL): threshold = torch.quantile(H, 1 - rho) with linear interpolation. Both keep H >= tau,
             so exact ties at the threshold are all kept.
         invert: keep the complement (the bottom 1 - rho tokens): the paper's negative control.
+        lowest: keep the rho *lowest*-entropy tokens instead (same count rule, so exactly as many tokens as the
+            forking mask keeps): the inverse-mask control at an equal kept fraction.
         soft_temperature: if set, weights are sigmoid((H - tau) / soft_temperature) instead of a hard mask.
     """
 
@@ -43,6 +45,7 @@ class EntropyQuantile(TokenWeighter):
         select: str = "topk",
         invert: bool = False,
         soft_temperature: float | None = None,
+        lowest: bool = False,
     ):
         if not isinstance(rho, (int, float)) or not 0.0 <= float(rho) <= 1.0:
             raise ValueError(f"entropy_quantile: rho must be in [0, 1], got {rho!r}")
@@ -57,6 +60,9 @@ class EntropyQuantile(TokenWeighter):
         self.select = select
         self.invert = bool(invert)
         self.soft_temperature = soft_temperature
+        self.lowest = bool(lowest)
+        if self.lowest and self.invert:
+            raise ValueError("entropy_quantile: choose one of lowest (the rho lowest) and invert (the bottom 1 - rho)")
 
     def threshold(self, values: torch.Tensor) -> torch.Tensor | None:
         """Threshold tau over a flat tensor of valid entropies (None when there are none)."""
@@ -73,24 +79,24 @@ class EntropyQuantile(TokenWeighter):
             return torch.sigmoid((entropies - tau) / self.soft_temperature)
         return (entropies >= tau).float()
 
-    def weigh(self, view: TokenView) -> torch.Tensor:
-        entropies = view.require("entropies").float()
+    def select_top(self, scores: torch.Tensor, view: TokenView) -> torch.Tensor:
+        """`[B, T]` keep weights for the top-rho `scores` among completion tokens, under this scope and rule."""
         mask = view.completion_mask.bool()
         if self.scope == "sequence":
-            keep = torch.zeros_like(entropies)
-            for i in range(entropies.size(0)):
-                keep[i] = self._keep(entropies[i], self.threshold(entropies[i][mask[i]]))
-            taus = None
+            keep = torch.zeros_like(scores)
+            for i in range(scores.size(0)):
+                keep[i] = self._keep(scores[i], self.threshold(scores[i][mask[i]]))
         else:
-            local = entropies[mask]
-            pool = view.gather(local) if self.scope == "global" else local
-            tau = self.threshold(pool)
-            keep = self._keep(entropies, tau)
-            taus = tau
+            local = scores[mask]
+            tau = self.threshold(view.gather(local) if self.scope == "global" else local)
+            keep = self._keep(scores, tau)
+            if tau is not None:
+                view.stats["entropy_threshold"] = float(-tau if self.lowest else tau)
         if self.invert:
             keep = 1.0 - keep
-        keep = keep * mask.float()
-        if taus is not None:
-            view.stats["entropy_threshold"] = float(taus)
+        return keep * mask.float()
+
+    def weigh(self, view: TokenView) -> torch.Tensor:
+        entropies = view.require("entropies").float()
         view.values["entropy"] = entropies
-        return keep
+        return self.select_top(-entropies if self.lowest else entropies, view)
