@@ -7,6 +7,7 @@ TRL configs with `build_config`, which accepts a TRL config's fields verbatim (T
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -26,13 +27,56 @@ def did_you_mean(word: str, choices) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+_INT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)$")
+_FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` with YAML 1.2 numbers (`1e-5`, `1e3`, `.5` are floats; `010` is ten, `1:30` a string)
+    and duplicate keys as errors. PyYAML otherwise reads YAML 1.1, where `1e-5` is the string '1e-5'."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, typing.Hashable) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (first given on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node).replace("_", "")
+        body = text.lstrip("+-").lower()
+        return int(text, 0) if body[:2] in ("0x", "0o", "0b") else int(text, 10)
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:int", _INT_12, list("-+0123456789"))
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+RecipeLoader.add_constructor("tag:yaml.org,2002:int", RecipeLoader.construct_yaml_int)
+
+
+def parse_yaml(text: str):
+    """Parse YAML text safely with `RecipeLoader` (no Python object tags, YAML 1.2 numbers, no duplicate keys)."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with `yaml.safe_load` (no Python object tags)."""
+    """Read a YAML mapping with `RecipeLoader`; errors name the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -50,7 +94,10 @@ def apply_overrides(recipe: dict, overrides: list[str], file: str | Path = "<com
         if "=" not in item:
             raise RecipeError(f"override '{item}' must look like key=value (e.g. trainer.learning_rate=1e-5)")
         key, _, raw = item.partition("=")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = parse_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"override '{item}': invalid value: {getattr(exc, 'problem', exc)}") from None
         node = recipe
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -70,22 +117,47 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
     return recipe
 
 
-def check_keys(mapping: Any, allowed, where: str, file: str | Path, required=()) -> dict:
-    """Unknown keys (with a suggestion) and missing required keys are errors naming `where` and `file`."""
+def check_keys(mapping: Any, allowed, where: str, file: str | Path, required=(), sections=None) -> dict:
+    """Unknown keys (with a suggestion) and missing required keys are errors naming `where` and `file`.
+
+    `sections` maps a sub-section name to the keys it takes, so that a key written one level too high
+    (`max_steps:` at the top of a recipe) is pointed to where it belongs (`trainer.max_steps`).
+    """
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, dict):
-        raise RecipeError(f"{file}: '{where}' must be a mapping, got {type(mapping).__name__}")
+        raise RecipeError(f"{file}: '{where}' must be a mapping of settings, got {type(mapping).__name__} "
+                          f"{mapping!r}")
     allowed = list(allowed)
     for key in mapping:
         if key not in allowed:
             label = f"{where}.{key}" if where else key
-            raise RecipeError(f"{file}: unknown key '{label}'{did_you_mean(key, allowed)}")
+            home = [name for name, keys in (sections or {}).items() if key in keys]
+            hint = f" (it belongs under '{home[0]}:', as '{home[0]}.{key}')" if home else did_you_mean(key, allowed)
+            raise RecipeError(f"{file}: unknown key '{label}'{hint}")
     for key in required:
         if key not in mapping:
             label = f"{where}.{key}" if where else key
             raise RecipeError(f"{file}: missing required key '{label}'")
     return mapping
+
+
+def whole_number(value: Any, annotation: Any) -> Any:
+    """`1e3` (a float in YAML 1.2 and Python) where an int is expected becomes 1000; other values are unchanged."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        accepts = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+            else (annotation,)
+        if int in accepts and float not in accepts:
+            return int(value)
+    return value
+
+
+def section(recipe: dict, key: str, file: str | Path) -> dict:
+    """A copy of the sub-mapping `recipe[key]` ({} when absent); anything but a mapping is an error naming it."""
+    value = recipe.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise RecipeError(f"{file}: '{key}' must be a mapping of settings, got {type(value).__name__} {value!r}")
+    return dict(value or {})
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -122,11 +194,11 @@ def build_config(config_cls: type, mapping: dict | None, file: str | Path, where
     `defaults` are used for fields the recipe does not set. Errors from the config's own `__post_init__` are
     re-raised as one line naming the file.
     """
-    mapping = dict(mapping or {})
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
-    check_keys(mapping, fields, where, file)
+    mapping = dict(check_keys(mapping, fields, where, file))
     hints = typing.get_type_hints(config_cls)
     for key, value in mapping.items():
+        value = mapping[key] = whole_number(value, hints.get(key, Any))
         if not _type_ok(value, hints.get(key, Any)):
             raise RecipeError(
                 f"{file}: '{where}.{key}' must be {getattr(hints.get(key), '__name__', hints.get(key))}, "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
 
-from tokrl.recipe import RecipeError, check_keys, load_recipe
+from tokrl.recipe import RecipeError, check_keys, load_recipe, section
 
 HELP = "train a GRPO-family recipe (grpo, forking_grpo, thr_grpo): tokrl train RECIPE.yaml [key=value ...]"
 RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "reward", "weighting", "trainer", "eval",
@@ -60,13 +61,17 @@ def prepare_run(recipe_path, overrides=()) -> dict:
 
     file = recipe_path
     recipe = load_recipe(recipe_path, list(overrides))
-    check_keys(recipe, RECIPE_KEYS, "", file, required=("method", "model"))
-    trainer_cls, config_cls = grpo_method(recipe["method"], file)
+    config_fields = []
+    if "method" in recipe:  # the method's config lets a misplaced `max_steps:` be pointed to `trainer.max_steps`
+        trainer_cls, config_cls = grpo_method(recipe["method"], file)
+        config_fields = [f.name for f in dataclasses.fields(config_cls) if f.init]
+    check_keys(recipe, RECIPE_KEYS, "", file, required=("method", "model"),
+               sections={"trainer": config_fields, "eval": EVAL_KEYS})
     if recipe.get("weighting") is not None and recipe["method"] not in WEIGHTING_METHODS:
         raise RecipeError(f"{file}: 'weighting' is for methods {' and '.join(WEIGHTING_METHODS)}; "
                           f"'{recipe['method']}' sets its own weighter (use method: grpo with a composed weighting spec)")
     eval_cfg = {**DEFAULT_EVAL, **check_keys(recipe.get("eval"), EVAL_KEYS, "eval", file)}
-    trainer_section = dict(recipe.get("trainer") or {})
+    trainer_section = section(recipe, "trainer", file)
     output_dir = recipe.get("output_dir") or trainer_section.get("output_dir") or f"runs/{Path(file).stem}"
     trainer_section["output_dir"] = str(output_dir)
     try:  # validate the weighting spec before the config (whose error would be less specific)

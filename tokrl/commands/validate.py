@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from tokrl.methods import PIPELINE_METHODS
 from tokrl.recipe import RecipeError, load_recipe
 
-HELP = "check recipes (keys, types, names) without loading a model: tokrl validate RECIPE.yaml [...]"
+HELP = ("check recipes (keys, types, ranges, names, data) without loading a model: "
+        "tokrl validate RECIPE.yaml [...] [key=value ...]")
 
 
 def add_arguments(parser):
-    parser.add_argument("recipes", nargs="+", help="recipe YAML files")
+    parser.add_argument("recipes", nargs="+", metavar="RECIPE_OR_OVERRIDE",
+                        help="recipe YAML files, then key=value overrides applied to each (as for tokrl train)")
 
 
 def validate_recipe(path, overrides=()) -> str:
@@ -30,8 +33,17 @@ def validate_recipe(path, overrides=()) -> str:
     return method
 
 
+def split_overrides(items) -> tuple[list[str], list[str]]:
+    """`a.yaml b.yaml trainer.max_steps=2` -> (recipes, overrides): an item with '=' that is not a file overrides."""
+    recipes = [item for item in items if "=" not in item or Path(item).is_file()]
+    return recipes, [item for item in items if item not in recipes]
+
+
 def run(args) -> int:
-    for path in args.recipes:
-        method = validate_recipe(path)
+    recipes, overrides = split_overrides(args.recipes)
+    if not recipes:
+        raise RecipeError("tokrl validate: give at least one recipe file before the key=value overrides")
+    for path in recipes:
+        method = validate_recipe(path, overrides)
         print(f"ok  {path}  (method: {method})")
     return 0
