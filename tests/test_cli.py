@@ -24,8 +24,8 @@ TINY_RECIPE = {
         "logging_steps": 1,
         "save_steps": 2,
         "report_to": "none",
-        "forking_rho": 0.5,
     },
+    "weighting": {"name": "entropy_quantile", "rho": 0.5},
     "eval": {"before": True, "after": True, "batch_size": 4},
 }
 
@@ -70,13 +70,14 @@ BAD_RECIPES = [
     ({"trainer": {"learning_rat": 1e-5}}, "unknown key 'trainer.learning_rat' (did you mean 'learning_rate'?)"),
     ({"trainer": {"learning_rate": "fast"}}, "'trainer.learning_rate' must be float, got str"),
     ({"trainer": {"max_steps": 2.5}}, "'trainer.max_steps' must be int"),
-    ({"trainer": {"forking_rho": 1.5}}, "forking_rho must be in [0, 1]"),
+    ({"weighting": {"name": "entropy_quantile", "rho": 1.5}}, "rho must be in [0, 1]"),
+    ({"trainer": {"forking_rho": 0.5}}, "trainer.forking_rho moved to weighting.rho"),
+    ({"method": "thr_grpo", "trainer": {"p": 0.2}}, "trainer.p moved to weighting.p"),
     ({"task": {"name": "arithmetc"}}, "unknown task 'arithmetc' (did you mean 'arithmetic'?)"),
     ({"task": {"name": "arithmetic", "max_valu": 3}}, "unknown key 'task.max_valu' (did you mean 'max_value'?)"),
     ({"reward": ["acuracy"]}, "unknown reward 'acuracy' (did you mean 'accuracy'?)"),
     ({"method": "grpo", "weighting": {"name": "entropy_quantil"}}, "did you mean 'entropy_quantile'"),
     ({"method": "grpo", "weighting": {"name": "entropy_quantile", "rho": -1}}, "rho must be in [0, 1]"),
-    ({"weighting": {"name": "uniform"}}, "'weighting' is for methods grpo and thr_grpo"),
     ({"eval": {"befor": True}}, "unknown key 'eval.befor' (did you mean 'before'?)"),
     ({"method": "cdpo"}, "run `tokrl cdpo"),
     ({"trainer": {"num_generations": 3}}, "invalid 'trainer' settings"),
@@ -130,9 +131,8 @@ def test_every_shipped_recipe_validates():
 
 def test_demo_compares_recipes_and_writes_plots_and_heatmap(tiny_dir, tmp_path, capsys):
     """The `make demo` code path, on the tiny model: both runs, the comparison plot, the kept-token report."""
-    trainer = {k: v for k, v in TINY_RECIPE["trainer"].items() if k != "forking_rho"}
     uniform = write_recipe(tmp_path / "uniform.yaml", {**TINY_RECIPE, "model": tiny_dir, "method": "grpo",
-                                                       "trainer": trainer})
+                                                       "weighting": None})
     forking = write_recipe(tmp_path / "forking.yaml", {**TINY_RECIPE, "model": tiny_dir})
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--recipes", str(uniform), str(forking), "--steps", "5"]) == 0

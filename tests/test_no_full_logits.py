@@ -105,7 +105,7 @@ def make_trainer(kind, tmp_path):
         return [float(c.count("1")) - 0.1 * len(c) for c in completions]
 
     if kind == "forking":
-        args = ForkingGRPOConfig(**common, forking_rho=0.5)
+        args = ForkingGRPOConfig(**common, weighting={"name": "entropy_quantile", "rho": 0.5})
         return ForkingGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, processing_class=tok)
     weighter = HiddenNorm() if kind == "hidden" else None
     args = WeightedGRPOConfig(**common)

@@ -40,7 +40,7 @@ def run(trainer_cls, config_cls, tiny, out, max_steps, resume=None, **overrides)
 
 @pytest.mark.parametrize("trainer_cls,config_cls,extra", [
     (WeightedGRPOTrainer, WeightedGRPOConfig, {}),
-    (ForkingGRPOTrainer, ForkingGRPOConfig, {"forking_rho": 0.3}),
+    (ForkingGRPOTrainer, ForkingGRPOConfig, {"weighting": {"name": "entropy_quantile", "rho": 0.3}}),
 ])
 def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(tiny, tmp_path, trainer_cls, config_cls, extra):
     full_losses, full_kept, full_state = run(trainer_cls, config_cls, tiny, tmp_path / "full", 4, **extra)

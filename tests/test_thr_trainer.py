@@ -14,10 +14,10 @@ from trl import GRPOConfig, GRPOTrainer
 from tokrl.data.arithmetic import ArithmeticTask
 from tokrl.models import save_tiny_model, tiny_model
 from tokrl.trainers.thr_grpo import THRGRPOConfig, THRGRPOTrainer
-from tokrl.trainers.thr_grpo_config import THR_FIELDS
 from tokrl.weighting.thr import THR_COLUMN, WEIGHT_COLUMN, THRWeighter, Unembedding, token_hidden_rewards
 
 G = 4
+THR_ARGS = ("p", "tau_beta", "tau_on", "mask_nondominant", "restrict_vocab", "include_self")
 
 
 def parity_reward(completions, **kwargs):
@@ -31,6 +31,9 @@ def dataset(n=16):
 
 
 def config(tmp_path, **kw):
+    thr = {k: kw.pop(k) for k in THR_ARGS if k in kw}  # THR's arguments live in the weighting spec
+    if thr:
+        kw["weighting"] = {"name": "thr", **thr}
     base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=G,
                 max_completion_length=8, max_steps=2, learning_rate=1e-2, logging_steps=1, report_to="none",
                 seed=0, temperature=1.0, beta=0.0, save_strategy="no", use_cpu=True)
@@ -54,20 +57,20 @@ def generation_output(trainer):
     return trainer._generate_and_score_completions(batch)
 
 
-def test_config_fields_are_documented_and_validated(tmp_path):
-    doc = THRGRPOConfig.__doc__
-    fields = {f.name: f for f in dataclasses.fields(THRGRPOConfig)}
-    for name in THR_FIELDS:
-        assert re.search(rf"^\s+{name} \(`", doc, re.M), name
-        assert fields[name].metadata["help"]
+def test_config_is_a_preset_and_validates_the_weighting_spec(tmp_path):
+    """THRGRPOConfig only changes the default weighting; THR's arguments are the weighter's, checked at config time."""
+    own = {f.name for f in dataclasses.fields(THRGRPOConfig)} - {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert own == {"weighting", "weight_normalizer", "token_dump_steps", "token_dump_samples", "rollout_state_source"}
+    assert THRGRPOConfig(**config(tmp_path)).weighting == {"name": "thr"}
+    assert re.search(r"^\s+p: signed steering scalar", THRWeighter.__doc__, re.M)
     with pytest.raises(ValueError, match="p must be in"):
         THRGRPOConfig(**config(tmp_path, p=1.5))
-    with pytest.raises(ValueError, match="either 'weighting' or the THR fields.*p"):
-        THRGRPOConfig(**config(tmp_path, p=0.2, weighting={"name": "thr", "p": 0.2}))
+    with pytest.raises(ValueError, match="thr' has no option 'tau'"):
+        THRGRPOConfig(**config(tmp_path, weighting={"name": "thr", "tau": 1.0}))
 
 
 def test_hidden_states_align_with_trainer_logps(tmp_path):
-    trainer = make(tmp_path, p=0.2, temperature=0.8, thr_hidden_source="forward")
+    trainer = make(tmp_path, p=0.2, temperature=0.8, rollout_state_source="forward")
     out = generation_output(trainer)
     assert trainer.thr_passes == {"reused": 0, "generation": 0, "extra": 1}
     hidden, logps = trainer.old_policy_states(out)
@@ -189,8 +192,9 @@ def test_two_step_recipe_run(tmp_path, monkeypatch):
         "task: {name: arithmetic, max_value: 9, num_train: 16, num_eval: 4}\n"
         "reward: [parity]\n"
         f"output_dir: {tmp_path / 'run'}\n"
+        "weighting: {name: thr, p: 0.2, tau_beta: 0.5}\n"
         "trainer: {per_device_train_batch_size: 8, num_generations: 4, max_completion_length: 8, max_steps: 2,\n"
-        "          p: 0.2, tau_beta: 0.5, logging_steps: 1, save_strategy: 'no', use_cpu: true}\n"
+        "          logging_steps: 1, save_strategy: 'no', use_cpu: true}\n"
         "eval: {before: false, after: false}\n"
     )
     result = train_recipe(recipe)

@@ -45,8 +45,8 @@ def test_uniform_with_kl_term_reproduces_trl(tiny, tmp_path, loss_type):
 @pytest.mark.parametrize("rho", [0.2, 0.5])
 def test_forking_quantile_all_normalizer_equals_trl_top_entropy_quantile(tiny, tmp_path, rho):
     batch = fixed_grpo_batch()
-    ours = make_grpo_trainer(ForkingGRPOTrainer, ForkingGRPOConfig, tiny, tmp_path, forking_rho=rho,
-                             forking_select="quantile", forking_scope="global", weight_normalizer="all")
+    ours = make_grpo_trainer(ForkingGRPOTrainer, ForkingGRPOConfig, tiny, tmp_path, weight_normalizer="all",
+                             weighting={"name": "entropy_quantile", "rho": rho, "select": "quantile", "scope": "global"})
     trl = make_grpo_trainer(GRPOTrainer, GRPOConfig, tiny, tmp_path, top_entropy_quantile=rho, bf16=False)
     (lo, go), (lt, gt) = loss_and_grads(ours, batch), loss_and_grads(trl, batch)
     torch.testing.assert_close(lo, lt, rtol=0, atol=ATOL)
@@ -119,7 +119,7 @@ def test_unselected_tokens_get_no_gradient(tiny, tmp_path):
 
 
 def test_forking_logs_kept_fraction_and_threshold(tiny, tmp_path):
-    trainer = make_grpo_trainer(ForkingGRPOTrainer, ForkingGRPOConfig, tiny, tmp_path, forking_rho=0.2)
+    trainer = make_grpo_trainer(ForkingGRPOTrainer, ForkingGRPOConfig, tiny, tmp_path)
     loss_and_grads(trainer, fixed_grpo_batch())
     metrics = trainer._metrics["train"]
     n = int(fixed_grpo_batch()["completion_mask"].sum())
@@ -130,9 +130,10 @@ def test_forking_logs_kept_fraction_and_threshold(tiny, tmp_path):
 
 def test_forking_config_defaults_follow_the_paper_and_authors_code(tmp_path):
     cfg = ForkingGRPOConfig(output_dir=str(tmp_path), report_to="none")
-    assert (cfg.forking_rho, cfg.forking_select, cfg.weight_normalizer) == (0.2, "topk", "selected")
-    with pytest.raises(ValueError, match="forking_rho"):
-        ForkingGRPOConfig(output_dir=str(tmp_path), forking_rho=2.0)
+    assert (cfg.weighting["rho"], cfg.weighting["select"], cfg.weight_normalizer) == (0.2, "topk", "selected")
+    with pytest.raises(ValueError, match="rho must be in"):
+        ForkingGRPOConfig(output_dir=str(tmp_path), weighting={"name": "entropy_quantile", "rho": 2.0})
+    assert ForkingGRPOConfig.moved_fields["forking_rho"] == "weighting.rho"
     with pytest.raises(ValueError, match="weight_normalizer"):
         WeightedGRPOConfig(output_dir=str(tmp_path), weight_normalizer="kept")
 

@@ -194,6 +194,9 @@ def build_config(config_cls: type, mapping: dict | None, file: str | Path, where
     `defaults` are used for fields the recipe does not set. Errors from the config's own `__post_init__` are
     re-raised as one line naming the file.
     """
+    for key, new in getattr(config_cls, "moved_fields", {}).items():
+        if key in (mapping or {}):
+            raise RecipeError(f"{file}: {where}.{key} moved to {new}")
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
     mapping = dict(check_keys(mapping, fields, where, file))
     hints = typing.get_type_hints(config_cls)

@@ -113,7 +113,7 @@ def load(contender: str, quick: bool):
     elif contender == "tokrl-uniform":
         trainer_cls, args = WeightedGRPOTrainer, WeightedGRPOConfig(**common)
     elif contender == "tokrl-forking":
-        trainer_cls, args = ForkingGRPOTrainer, ForkingGRPOConfig(**common, forking_rho=0.2)
+        trainer_cls, args = ForkingGRPOTrainer, ForkingGRPOConfig(**common)
     else:
         raise ValueError(contender)
     timer = StepTimer()

@@ -13,7 +13,6 @@ from tokrl.recipe import RecipeError, check_keys, load_recipe, section
 HELP = "train a GRPO-family recipe (grpo, forking_grpo, thr_grpo): tokrl train RECIPE.yaml [key=value ...]"
 RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "reward", "weighting", "trainer", "eval",
                "output_dir", "peft", "description")
-WEIGHTING_METHODS = ("grpo", "thr_grpo")  # methods whose recipe may give a (composed) weighting spec
 EVAL_KEYS = ("before", "after", "max_new_tokens", "batch_size", "num_prompts", "pass_k", "num_samples", "temperature")
 DEFAULT_EVAL = {"before": True, "after": True, "max_new_tokens": None, "batch_size": 50, "num_prompts": None,
                 "pass_k": [], "num_samples": None, "temperature": 1.0}
@@ -67,9 +66,6 @@ def prepare_run(recipe_path, overrides=()) -> dict:
         config_fields = [f.name for f in dataclasses.fields(config_cls) if f.init]
     check_keys(recipe, RECIPE_KEYS, "", file, required=("method", "model"),
                sections={"trainer": config_fields, "eval": EVAL_KEYS})
-    if recipe.get("weighting") is not None and recipe["method"] not in WEIGHTING_METHODS:
-        raise RecipeError(f"{file}: 'weighting' is for methods {' and '.join(WEIGHTING_METHODS)}; "
-                          f"'{recipe['method']}' sets its own weighter (use method: grpo with a composed weighting spec)")
     eval_cfg = {**DEFAULT_EVAL, **check_keys(recipe.get("eval"), EVAL_KEYS, "eval", file)}
     trainer_section = section(recipe, "trainer", file)
     output_dir = recipe.get("output_dir") or trainer_section.get("output_dir") or f"runs/{Path(file).stem}"

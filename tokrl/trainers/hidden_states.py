@@ -7,12 +7,18 @@ import contextlib
 import torch
 
 
-def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The decoder backbone (`model.model` of a `*ForCausalLM`), through DDP/DeepSpeed and PEFT wrappers."""
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The `*ForCausalLM` inside DDP/DeepSpeed and PEFT wrappers."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
+    return model
+
+
+def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder backbone (`model.model` of a `*ForCausalLM`), through DDP/DeepSpeed and PEFT wrappers."""
+    model = unwrap_model(model)
     backbone = getattr(model, getattr(model, "base_model_prefix", "model"), None)
     if not isinstance(backbone, torch.nn.Module) or backbone is model:
         raise ValueError(f"cannot find the decoder backbone of {type(model).__name__} (expected a `.model` module)")

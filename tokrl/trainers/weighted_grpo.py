@@ -7,21 +7,32 @@ return the weighter's `[B, T]` weights there (times TRL's own entropy mask if `t
 TRL's control flow, clipping and aggregation are not copied. Consequences, pinned by tests:
 - weights scale the clipped surrogate, not the KL term (as TRL's forking mask does);
 - an entropy bonus (`entropy_coef`) becomes a weight-weighted mean of entropies.
+
+Rollout weighters (`weighter.rollout = True`: THR, GTPO, any group-level weight) need the whole generation batch,
+groups intact. TRL shuffles that batch and cuts it into micro-batches before the loss, so they are computed in an
+override of `_generate_and_score_completions` (after `super()`, before TRL's shuffle/split), on every process for
+its own rows (whole groups: `per_device_train_batch_size * steps_per_generation` a multiple of `num_generations`),
+and their weights travel to the loss as the batch column `weighter.carry_column` (`tokrl_<name>_weight`), which TRL
+shuffles and splits with the rest. Their view holds `advantages`, `rewards` (this process's rows of TRL's weighted
+reward sum), `group_ids` (unique across processes) and, when asked, the old policy's hidden states, log-probs,
+entropies and LM-head rows (`tokrl.trainers.rollout` says where those come from; `rollout/...` metrics count it).
+`rewards` and `group_ids` also reach loss-time weighters, as the columns `tokrl_rewards` / `tokrl_group_ids`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections import defaultdict
+import time
 
 import torch
 from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
 
-from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states
+from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states, unwrap_model
+from tokrl.trainers.rollout import GenerationCapture, OldPassCapture, logit_scale, unembedding_of
 from tokrl.trainers.weighted_grpo_config import WeightedGRPOConfig
-from tokrl.weighting import TokenView, TokenWeighter, build_weighter, weight_stats
+from tokrl.weighting import KNOWN_NEEDS, TokenView, TokenWeighter, build_weighter, weight_stats
+from tokrl.weighting.base import check_needs, rollout_weighters
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +55,19 @@ class WeightedGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         spec = weighter if weighter is not None else getattr(self.args, "weighting", None)
         self.weighter = build_weighter(spec)
+        check_needs(self.weighter, KNOWN_NEEDS, type(self).__name__)
+        self.rollout_weighters = rollout_weighters(self.weighter)
+        rollout_needs = frozenset().union(*(w.all_needs() for w in self.rollout_weighters))
+        loss_needs = self.weighter.all_needs() - rollout_needs if self.rollout_weighters else self.weighter.all_needs()
+        if "unembedding" in loss_needs:
+            raise ValueError(f"{type(self).__name__} gives 'unembedding' only to rollout weighters (rollout = True)")
+        self._rollout_needs = rollout_needs
+        self._carry_batch_info = bool(self.rollout_weighters) or bool(loss_needs & {"rewards", "group_ids"})
+        self.rollout_passes = {"reused": 0, "generation": 0, "extra": 0}
+        self._logged_paths: set[str] = set()
+        self._old_pass: OldPassCapture | None = None
+        self._gen_capture: GenerationCapture | None = None
+        self._rewards: torch.Tensor | None = None
         self.weight_normalizer = getattr(self.args, "weight_normalizer", "all")
         if self.weight_normalizer == "selected" and self.loss_type == "luspo":
             raise ValueError("weight_normalizer='selected' is not defined for loss_type='luspo'")
@@ -76,11 +100,185 @@ class WeightedGRPOTrainer(GRPOTrainer):
         finally:
             self._batch, self._logps, self._capture = None, None, None
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        capture = self._old_pass
+        if capture is not None and capture.armed and not torch.is_grad_enabled() and model is self.model:
+            return self._captured_old_pass(capture, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
+                                                         **kwargs)
         if self._batch is not None and torch.is_grad_enabled():
             self._logps = out[0]
         return out
+
+    # ---- generation time: rollout weighters over whole groups --------------------------------------------------
+
+    def _needs_states(self) -> bool:
+        return bool(self._rollout_needs & {"hidden_states", "old_logps", "logps", "entropies", "unembedding"})
+
+    def _trl_runs_old_pass(self) -> bool:
+        """TRL 1.16's condition for its no-grad old-log-prob pass in `_generate_and_score_completions`."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return self.args.gradient_accumulation_steps % generate_every != 0 or bool(
+            self.use_vllm and self.vllm_importance_sampling_correction
+        )
+
+    def _can_capture_generation(self) -> bool:
+        """Plain `model.generate` on this model, one call per batch, logits = LM head output (no scale/softcap)."""
+        if not self._needs_states() or getattr(self.args, "rollout_state_source", "auto") != "auto":
+            return False
+        if self._trl_runs_old_pass() or self.use_vllm or getattr(self.args, "use_transformers_continuous_batching",
+                                                                 False):
+            return False
+        if self.tools or self.environment_factories is not None or getattr(self, "rollout_func", None) is not None:
+            return False
+        return logit_scale(unwrap_model(self.model).config) == (1.0, None)
+
+    def _generate(self, prompts):
+        if self._old_pass is None or not self._can_capture_generation():
+            return super()._generate(prompts)
+        capture = GenerationCapture(self.model, self.temperature)
+        with capture:
+            result = super()._generate(prompts)
+        self._gen_capture = capture
+        return result
+
+    def _calculate_rewards(self, *args, **kwargs):
+        rewards_per_func = super()._calculate_rewards(*args, **kwargs)
+        if self._old_pass is not None:  # TRL's weighted sum, all processes' rows
+            self._rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)[None]).nansum(1)
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        if not self._carry_batch_info:
+            return super()._generate_and_score_completions(inputs)
+        self._old_pass = OldPassCapture(armed=self._needs_states() and self._trl_runs_old_pass())
+        self._gen_capture, self._rewards = None, None
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            capture, generation, rewards = self._old_pass, self._gen_capture, self._rewards
+        finally:
+            self._old_pass, self._gen_capture, self._rewards = None, None, None
+        self.add_rollout_weights(output, capture, generation, rewards)
+        return output
+
+    def _captured_old_pass(self, capture, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        capture.armed = False  # only the first scoring pass (TRL's old-log-prob pass) is captured
+        if "entropies" in self._rollout_needs and not args:
+            kwargs["compute_entropy"] = True
+        with HiddenStateCapture(model, only_grad=False) as hooks:
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
+                                                             **kwargs)
+        capture.hidden = torch.cat([completion_hidden_states(h, logits_to_keep) for h in hooks.states]).detach()
+        capture.logps, capture.entropies = out[0], out[1]
+        return out
+
+    def old_policy_states(self, output: dict, entropies: bool = False):
+        """One no-grad forward of the current (= old) policy: completion hidden states [B, T, d] and log-probs
+        (and entropies with `entropies=True`)."""
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        length = output["completion_ids"].size(1)
+        mode = "train" if self.model.training else "eval"
+        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            with HiddenStateCapture(self.model, only_grad=False) as hooks:
+                logps, ents, _ = super()._get_per_token_logps_and_entropies(
+                    self.model, ids, attention, length, batch_size=batch_size, compute_entropy=entropies
+                )
+        hidden = torch.cat([completion_hidden_states(h, length) for h in hooks.states]).detach()
+        return (hidden, logps, ents) if entropies else (hidden, logps)
+
+    def rollout_view(self, output, mask, capture=None, generation=None) -> tuple[TokenView, str]:
+        """The generation batch as rollout weighters see it, and where the old policy's states came from."""
+        needs = self._rollout_needs
+        view = TokenView(completion_ids=output["completion_ids"], completion_mask=mask, gather=self.gather_flat,
+                         advantages=output["advantages"], rewards=output.get("tokrl_rewards"),
+                         group_ids=output["tokrl_group_ids"])
+        for w in self.rollout_weighters:
+            view.columns.update({c: output[c] for c in w.all_columns() if c in output})
+        if not self._needs_states():
+            return view, "none"
+        all_rows = any(getattr(w, "unembedding_rows", "batch") == "all" for w in self.rollout_weighters)
+        if "unembedding" in needs or generation is not None:  # collective under ZeRO-3: same on every rank
+            view.unembedding = unembedding_of(self.model, self.accelerator, self.temperature,
+                                              output["completion_ids"][mask.bool()], all_rows)
+        from_generation = generation.aligned(*output["completion_ids"].shape) if generation is not None else None
+        old = output.get("old_per_token_logps")
+        entropies = None
+        if capture is not None and capture.logps is not None and old is not None and capture.logps is old:
+            hidden, logps, entropies, path = capture.hidden, old, capture.entropies, "reused"
+        elif from_generation is not None:
+            hidden, lse, entropies = from_generation
+            logps = torch.zeros_like(lse)
+            valid = mask.bool()
+            h, y = hidden[valid].float(), output["completion_ids"][valid]
+            z_y = (h * view.unembedding.rows(y).float()).sum(-1)
+            if view.unembedding.bias is not None:
+                z_y = z_y + view.unembedding.bias(y).float()
+            logps[valid] = z_y / view.unembedding.temperature - lse[valid]
+            path = "generation"
+        else:
+            hidden, logps, *rest = self.old_policy_states(output, entropies="entropies" in needs)
+            entropies = rest[0] if rest else None
+            path = "extra"
+        if "entropies" in needs and entropies is None:
+            raise RuntimeError("a rollout weighter needs entropies but TRL's old-log-prob pass did not return them")
+        view.hidden_states, view.old_logps, view.logps, view.entropies = hidden, logps, logps, entropies
+        return view, path
+
+    def add_rollout_weights(self, output: dict, capture=None, generation=None, rewards=None) -> None:
+        """Fill `tokrl_rewards`/`tokrl_group_ids` and every rollout weighter's carried column of a generation batch."""
+        if any(key in output for key in ("pixel_values", "num_images")) and self.rollout_weighters:
+            raise NotImplementedError("rollout weighters support text-only models")
+        start = time.perf_counter()
+        mode = "train" if self.model.training else "eval"
+        mask = output["completion_mask"]
+        if "tool_mask" in output:
+            mask = mask * output["tool_mask"]
+        rows = mask.size(0)
+        first = self.accelerator.process_index * rows
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        output["tokrl_group_ids"] = (first + torch.arange(rows, device=mask.device)) // group_size
+        if rewards is not None:
+            output["tokrl_rewards"] = rewards[first : first + rows].to(mask.device)
+        if not self.rollout_weighters:
+            return
+        if rows % group_size != 0:
+            if mode == "train":
+                raise ValueError(
+                    f"rollout weighters need whole prompt groups on each process, got {rows} rows for groups of "
+                    f"{group_size}: make per_device_train_batch_size * steps_per_generation a multiple of "
+                    "num_generations"
+                )
+            logger.warning("eval batch of %d rows splits groups of %d; rollout weights are uniform", rows, group_size)
+            for w in self.rollout_weighters:
+                output[w.carry_column] = mask.float()
+            return
+        view, path = self.rollout_view(output, mask, capture, generation)
+        if path in self.rollout_passes:
+            self.rollout_passes[path] += 1
+            self._log_path_once(path)
+        for w in self.rollout_weighters:
+            view.stats = {}
+            output[w.carry_column] = w(view)
+            name = getattr(w, "registry_name", type(w).__name__.lower())
+            metrics = self._metrics[mode]
+            for key, value in view.stats.items():
+                metrics[f"{name}/{key}"].append(value)
+            metrics[f"{name}/extra_pass"].append(1.0 if path == "extra" else 0.0)
+            metrics[f"{name}/from_generation"].append(1.0 if path == "generation" else 0.0)
+            metrics[f"{name}/seconds"].append(time.perf_counter() - start)
+        for key, value in view.values.items():
+            output[f"tokrl_{key}"] = value
+
+    def _log_path_once(self, path: str) -> None:
+        if path not in self._logged_paths:
+            self._logged_paths.add(path)
+            logger.info("rollout weighters: old-policy states from %s", {
+                "reused": "TRL's old-log-prob pass (no extra forward)",
+                "generation": "generation itself (no extra forward)",
+                "extra": "one extra no-grad forward (no TRL scoring pass or generation capture available)",
+            }[path])
 
     def get_high_entropy_mask(self, entropies, mask, threshold):
         """TRL's entropy-mask hook, returning token weights (see the module docstring)."""

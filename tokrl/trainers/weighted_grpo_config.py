@@ -8,8 +8,17 @@ from typing import Any
 from trl import GRPOConfig
 
 from tokrl.trainers.device_defaults import resolve_device_defaults
+from tokrl.weighting import build_weighter
+from tokrl.weighting.base import rollout_weighters
 
 NORMALIZERS = ("all", "selected")
+STATE_SOURCES = ("auto", "forward")
+# Settings that used to be config fields and now live in the weighting spec (or were renamed): old -> new.
+MOVED_FIELDS = {
+    **{f"forking_{k}": f"weighting.{k}" for k in ("rho", "scope", "select", "invert")},
+    **{k: f"weighting.{k}" for k in ("p", "tau_beta", "tau_on", "mask_nondominant", "restrict_vocab", "include_self")},
+    "thr_hidden_source": "trainer.rollout_state_source",
+}
 
 
 @dataclass
@@ -21,7 +30,8 @@ class WeightedGRPOConfig(GRPOConfig):
 
     weighting (`str` or `dict`, *optional*, defaults to `None`):
         Weighter spec, resolved by name through the tokrl registry (e.g. `{"name": "entropy_quantile", "rho": 0.2}`).
-        `None` means uniform weights, i.e. plain GRPO. A `weighter=` object passed to the trainer takes precedence.
+        Every weighter argument lives here. `None` means uniform weights, i.e. plain GRPO. A `weighter=` object
+        passed to the trainer takes precedence. Presets (`ForkingGRPOConfig`, `THRGRPOConfig`) only change its default.
     weight_normalizer (`str`, *optional*, defaults to `"all"`):
         `"all"`: weighted per-token losses are aggregated with TRL's own denominators (token counts), as in the
         forking paper's equation. `"selected"`: the denominators count weight mass instead of tokens (per sequence
@@ -32,10 +42,18 @@ class WeightedGRPOConfig(GRPOConfig):
         `output_dir/token_values.jsonl`. 0 disables.
     token_dump_samples (`int`, *optional*, defaults to `4`):
         Completions written per dump.
+    rollout_state_source (`str`, *optional*, defaults to `"auto"`):
+        Where rollout weighters (THR) get the old policy's hidden states, log-probs and entropies. `"auto"`: TRL's
+        old-log-prob pass when it runs, else the generation itself (plain `transformers` generation), else one extra
+        no-grad forward. `"forward"`: never capture during generation (TRL's pass or the extra forward).
+        Rollout weighters need whole prompt groups on each process: per_device_train_batch_size *
+        steps_per_generation must be a multiple of num_generations.
 
     `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present, fp32
     and no checkpointing on a CPU.
     """
+
+    moved_fields = MOVED_FIELDS  # not a field: old keys a recipe loader names in its error
 
     weighting: Any = field(
         default=None,
@@ -49,6 +67,10 @@ class WeightedGRPOConfig(GRPOConfig):
         default=0, metadata={"help": "Write per-token values every N steps to token_values.jsonl; 0 = off."}
     )
     token_dump_samples: int = field(default=4, metadata={"help": "Completions written per token dump."})
+    rollout_state_source: str = field(
+        default="auto",
+        metadata={"help": "'auto' (TRL's old-logprob pass, else generation, else an extra forward) or 'forward'."},
+    )
     bf16: bool | None = field(
         default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator, off on CPU."}
     )
@@ -71,3 +93,20 @@ class WeightedGRPOConfig(GRPOConfig):
             )
         if self.token_dump_steps < 0 or self.token_dump_samples < 0:
             raise ValueError("token_dump_steps and token_dump_samples must be >= 0")
+        if self.rollout_state_source not in STATE_SOURCES:
+            raise ValueError(f"rollout_state_source must be one of {STATE_SOURCES}, got {self.rollout_state_source!r}")
+        self.check_weighting()
+
+    def check_weighting(self) -> None:
+        """Build the weighting spec now, so a bad argument fails before the model loads; check whole groups."""
+        if self.weighting is None or not isinstance(self.weighting, (str, dict)):
+            return
+        if rollout_weighters(build_weighter(self.weighting)):
+            local_batch = self.per_device_train_batch_size * self.steps_per_generation
+            if local_batch % self.num_generations != 0:
+                raise ValueError(
+                    f"rollout weighters need whole prompt groups on each process: per_device_train_batch_size * "
+                    f"steps_per_generation ({self.per_device_train_batch_size} * {self.steps_per_generation} = "
+                    f"{local_batch}) must be a multiple of num_generations ({self.num_generations}); change one of "
+                    "these three settings"
+                )

@@ -27,6 +27,8 @@ __all__ = [
     "build_weighter",
     "register_weighter",
 ]
+from tokrl.weighting.clip_cov import ClipCov  # noqa: E402
+from tokrl.weighting.gtpo import GTPOEntropyShare  # noqa: E402
 from tokrl.weighting.thr import NTHRWeighter, THRWeighter  # noqa: E402
 
-__all__ += ["THRWeighter", "NTHRWeighter"]
+__all__ += ["THRWeighter", "NTHRWeighter", "ClipCov", "GTPOEntropyShare"]

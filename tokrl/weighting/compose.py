@@ -10,9 +10,6 @@ from tokrl.weighting.view import TokenView
 
 
 class _Wrapper(TokenWeighter):
-    def _inner(self) -> list[TokenWeighter]:
-        raise NotImplementedError
-
     def all_needs(self) -> frozenset[str]:
         return frozenset(self.needs).union(*(w.all_needs() for w in self._inner()))
 

@@ -30,52 +30,19 @@ What the paper says and what is reconstructed (the THR paper's body could not be
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from tokrl.weighting.base import TokenWeighter
 from tokrl.weighting.registry import register_weighter
+from tokrl.weighting.unembedding import Unembedding
 from tokrl.weighting.view import TokenView
 
 TAU_ON = ("s", "thr")
-THR_COLUMN = "tokrl_thr"  # [B, T] THR values, computed at generation time by THRGRPOTrainer
-WEIGHT_COLUMN = "tokrl_thr_weight"  # [B, T] weights, computed at generation time by THRGRPOTrainer
+THR_COLUMN = "tokrl_thr"  # [B, T] THR values, computed per generation batch and carried to the loss
+WEIGHT_COLUMN = "tokrl_thr_weight"  # [B, T] weights (the weighter's `carry_column`)
 
-
-@dataclass
-class Unembedding:
-    """The LM head as THR needs it: the rows of W (and bias) for some token ids, and TRL's logit transform.
-
-    `rows(ids) -> [n, d]`, `bias(ids) -> [n]` (or None). Logits are `transform(h @ W[ids].T + b) / temperature` with
-    `transform(z) = softcap * tanh(logit_scale * z / softcap)` (softcap None: `logit_scale * z`), the order TRL's
-    fused LM head uses.
-    """
-
-    rows: Callable[[torch.Tensor], torch.Tensor]
-    vocab_size: int
-    bias: Callable[[torch.Tensor], torch.Tensor] | None = None
-    temperature: float = 1.0
-    logit_scale: float = 1.0
-    softcap: float | None = None
-
-    def logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """`[n, d] x ids [m] -> [n, m]` fp32 logits over the given token ids."""
-        z = hidden.float() @ self.rows(ids).float().T
-        if self.bias is not None:
-            z = z + self.bias(ids).float()
-        z = z * self.logit_scale
-        if self.softcap is not None:
-            z = self.softcap * torch.tanh(z / self.softcap)
-        return z / self.temperature
-
-    def logsumexp(self, hidden: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Full-vocabulary logsumexp of the logits, in vocabulary chunks (used only when no log-probs are given)."""
-        out = torch.full((hidden.size(0),), float("-inf"), device=hidden.device)
-        for start in range(0, self.vocab_size, chunk):
-            ids = torch.arange(start, min(start + chunk, self.vocab_size), device=hidden.device)
-            out = torch.logaddexp(out, torch.logsumexp(self.logits(hidden, ids), dim=-1))
-        return out
+__all__ = ["THRWeighter", "NTHRWeighter", "Unembedding", "THRResult", "THR_COLUMN", "WEIGHT_COLUMN"]
 
 
 def influence_scores(
@@ -108,22 +75,6 @@ class THRResult:
     success_rate: torch.Tensor  # [B] fraction of correct responses in the row's group
     taus: list[float] = field(default_factory=list)
     vstar: list[int] = field(default_factory=list)
-
-    def stats(self, mask: torch.Tensor) -> dict[str, float]:
-        valid = mask.bool()
-        n = max(int(valid.sum()), 1)
-        dominant = self.dominant & valid
-        n_dom = int(dominant.sum())
-        return {
-            "dominant_frac": n_dom / n,
-            "positive_frac": float((self.thr[dominant] > 0).sum()) / n_dom if n_dom else 0.0,
-            "scored_frac": float((self.scored & valid).sum()) / n,
-            "abs_mean": float(self.thr[valid].abs().mean()) if valid.any() else 0.0,
-            "tau_mean": sum(self.taus) / len(self.taus) if self.taus else 0.0,
-            "tau_nonpositive": float(sum(t <= 0 for t in self.taus)),
-            "vstar_mean": sum(self.vstar) / len(self.vstar) if self.vstar else 0.0,
-            "mixed_groups": float(len(self.taus)),
-        }
 
 
 def token_hidden_rewards(
@@ -222,10 +173,9 @@ def nthr_weights(result: THRResult, mask: torch.Tensor, advantages: torch.Tensor
 class THRWeighter(TokenWeighter):
     """THR reweighting of GRPO's per-token policy loss (module docstring has the formula and its provenance).
 
-    Two halves. `score(view, unembedding)` is the heavy part: it needs whole prompt groups, the old policy's hidden
-    states and log-probs, and returns the `[B, T]` columns `tokrl_thr` and `tokrl_thr_weight`; THRGRPOTrainer runs
-    it once per generation batch and stores the columns in the batch. `weigh(view)` runs at loss time on any
-    micro-batch and returns the stored weights (and exposes THR as `view.values["thr"]` for logs and heatmaps).
+    A rollout weighter: THR needs whole prompt groups and the old policy's hidden states, so a GRPO trainer calls
+    it once per generation batch (`weigh`, through `score`) and carries the weights (`tokrl_thr_weight`) and THR
+    (`tokrl_thr`) to the loss, where `carried` returns the weights and exposes THR as `view.values["thr"]`.
 
     Args:
         p: signed steering scalar, |p| < 1: > 0 exploitation (amplify positive THR), < 0 exploration, 0 = GRPO.
@@ -234,10 +184,12 @@ class THRWeighter(TokenWeighter):
         mask_nondominant: non-dominant tokens of mixed groups get weight 0 ("THR-only" training) instead of 1.
         restrict_vocab: restrict g to V* (token ids present in the group, NTHR) instead of the full vocabulary.
         include_self: keep the token's own term in s (default); False drops it.
-        mode: "thr" (this weighter) or "nthr" (the NTHR preset; `p` and `mask_nondominant` are then unused).
     """
 
+    rollout = True
+    carry_column = WEIGHT_COLUMN  # one column for thr and nthr (a spec holds at most one of them)
     columns = (WEIGHT_COLUMN, THR_COLUMN)
+    needs = frozenset({"hidden_states", "old_logps", "advantages", "group_ids", "unembedding"})
     mode = "thr"
 
     def __init__(
@@ -262,6 +214,12 @@ class THRWeighter(TokenWeighter):
         self.mask_nondominant = bool(mask_nondominant)
         self.restrict_vocab = bool(restrict_vocab)
         self.include_self = bool(include_self)
+        self.last_result: THRResult | None = None
+
+    @property
+    def unembedding_rows(self) -> str:
+        """Which LM-head rows the trainer must fetch under ZeRO-3: the batch's token ids, or the whole vocabulary."""
+        return "batch" if self.restrict_vocab else "all"
 
     def score(self, view: TokenView, unembedding: Unembedding) -> tuple[dict[str, torch.Tensor], THRResult]:
         """Compute THR and the weights for whole groups. `view` needs completion ids/mask, hidden_states, advantages
@@ -286,18 +244,47 @@ class THRWeighter(TokenWeighter):
         return {THR_COLUMN: result.thr * view.mask, WEIGHT_COLUMN: weights}, result
 
     def weigh(self, view: TokenView) -> torch.Tensor:
-        if WEIGHT_COLUMN not in view.columns:
+        """Generation-batch THR weights (groups intact); `view.values["thr"]` and `view.stats` get THR's numbers."""
+        if view.hidden_states is None or view.unembedding is None:
             raise KeyError(
                 f"{type(self).__name__}: the batch has no '{WEIGHT_COLUMN}' column; THR weights are computed per "
-                "generation batch by THRGRPOTrainer (recipe `method: thr_grpo`)"
+                "generation batch by a GRPO trainer (WeightedGRPOTrainer, THRGRPOTrainer)"
             )
-        weights = view.columns[WEIGHT_COLUMN].float()
+        columns, result = self.score(view, view.unembedding)
+        self.last_result = result
+        view.values["thr"] = columns[THR_COLUMN]
+        view.stats.update(thr_stats(result, view.completion_mask, view.gather))
+        return columns[WEIGHT_COLUMN]
+
+    def carried(self, view: TokenView, weights: torch.Tensor) -> torch.Tensor:
         thr = view.columns.get(THR_COLUMN)
         if thr is not None:
             view.values["thr"] = thr
             valid = view.completion_mask.bool()
             view.stats["thr_positive_frac"] = float((thr[valid] > 0).float().mean()) if valid.any() else 0.0
         return weights
+
+
+def thr_stats(result: THRResult, mask: torch.Tensor, gather) -> dict[str, float]:
+    """Generation-batch THR statistics, summed over processes (`gather`) before the ratios are taken."""
+    valid = mask.bool()
+    dominant = result.dominant & valid
+    totals = torch.tensor(
+        [float(valid.sum()), float(dominant.sum()), float((result.thr[dominant] > 0).sum()),
+         float((result.scored & valid).sum()), float(result.thr[valid].abs().sum()), float(sum(result.taus)),
+         float(len(result.taus)), float(sum(result.vstar))],
+        device=mask.device,
+    )
+    n, n_dom, n_pos, n_scored, abs_sum, tau_sum, groups, vstar_sum = gather(totals[None]).sum(0).tolist()
+    return {
+        "dominant_frac": n_dom / max(n, 1.0),
+        "positive_frac": n_pos / n_dom if n_dom else 0.0,
+        "scored_frac": n_scored / max(n, 1.0),
+        "abs_mean": abs_sum / max(n, 1.0),
+        "tau_mean": tau_sum / groups if groups else 0.0,
+        "vstar_mean": vstar_sum / groups if groups else 0.0,
+        "mixed_groups": groups,
+    }
 
 
 @register_weighter("nthr")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -34,7 +34,8 @@ class TokenView:
     ref_logps: torch.Tensor | None = None
     advantages: torch.Tensor | None = None  # [B] or [B, T]
     rewards: torch.Tensor | None = None  # [B]
-    group_ids: torch.Tensor | None = None  # [B]
+    group_ids: torch.Tensor | None = None  # [B], unique across processes
+    unembedding: Any = None  # `Unembedding`: LM-head rows and logit transform (rollout weighters that need it)
     columns: dict[str, torch.Tensor] = field(default_factory=dict)  # per-token data columns, [B, T]
     gather: Callable[[torch.Tensor], torch.Tensor] = _identity_gather
     stats: dict[str, float] = field(default_factory=dict)
