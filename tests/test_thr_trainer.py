@@ -181,7 +181,7 @@ def test_composed_forking_times_thr_and_nthr(tmp_path):
 
 def test_two_step_recipe_run(tmp_path, monkeypatch):
     from tokrl.commands.train import train_recipe
-    from tokrl.rewards.arithmetic import REWARDS
+    from tokrl.rewards import REWARDS
 
     monkeypatch.setitem(REWARDS, "parity", parity_reward)
     model_dir = save_tiny_model(tmp_path / "tiny")

@@ -112,9 +112,52 @@ def apply_overrides(recipe: dict, overrides: list[str], file: str | Path = "<com
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """The recipe as a dict, overrides applied; its `imports:` (user modules, e.g. ones that register weighters)
+    are imported first, with the recipe's folder and the working directory on the import path."""
     recipe = load_yaml(path)
     apply_overrides(recipe, overrides or [], path)
+    add_user_paths(path)
+    import_user_modules(recipe.pop("imports", None), path)
     return recipe
+
+
+def add_user_paths(recipe_path: str | Path | None = None) -> None:
+    """Put the working directory and the recipe's folder on `sys.path`, so `reward: [my_rewards:score]` beside the
+    recipe imports without setting PYTHONPATH (a console script does not put the working directory there)."""
+    import sys
+
+    for folder in (Path.cwd(), Path(recipe_path).resolve().parent if recipe_path else None):
+        if folder is not None and str(folder) not in sys.path:
+            sys.path.append(str(folder))
+
+
+def import_user_modules(names, file) -> None:
+    import importlib
+
+    if names is None:
+        return
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RecipeError(f"{file}: 'imports' must be a list of module names, got {names!r}")
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise RecipeError(f"{file}: imports: cannot import '{name}': {exc}") from None
+
+
+def load_object(path: str, what: str):
+    """`pkg.module:name` (or `pkg.module.name`) -> the object; a ValueError names `what` and the path."""
+    import importlib
+
+    module, _, attr = path.replace(":", ".").rpartition(".") if ":" not in path else path.partition(":")
+    if not module or not attr:
+        raise ValueError(f"{what} '{path}' is not a 'module:name' path")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{what} '{path}' could not be imported: {exc}") from None
 
 
 def check_keys(mapping: Any, allowed, where: str, file: str | Path, required=(), sections=None) -> dict:

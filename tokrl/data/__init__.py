@@ -1,10 +1,13 @@
-"""Embedded tasks: small, seeded, verifiable problems generated in code (no download)."""
+"""Data: embedded tasks (small, seeded, verifiable problems generated in code, no download) and the recipe's
+`data:` section that reads the user's own datasets."""
 
 from tokrl.data.arithmetic import ArithmeticTask, make_arithmetic_dataset
+from tokrl.data.latex_problems import LatexProblemsTask
+from tokrl.data.wordproblems import WordProblemsTask
 
-TASKS = {"arithmetic": ArithmeticTask}
+TASKS = {"arithmetic": ArithmeticTask, "wordproblems": WordProblemsTask, "latex_problems": LatexProblemsTask}
 
-__all__ = ["ArithmeticTask", "make_arithmetic_dataset", "TASKS"]
+__all__ = ["ArithmeticTask", "WordProblemsTask", "LatexProblemsTask", "make_arithmetic_dataset", "TASKS"]
 from tokrl.data.corrupted_sft import CorruptedArithmeticSFT  # noqa: E402
 
 __all__ += ["CorruptedArithmeticSFT"]

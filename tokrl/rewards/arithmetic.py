@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import re
-from typing import Callable
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -39,26 +37,3 @@ def accuracy_reward(completions, answer, **kwargs) -> list[float]:
 def format_reward(completions, **kwargs) -> list[float]:
     """1.0 when the completion is just a number (what the prompt asks for), else 0.0."""
     return [float(bool(re.fullmatch(r"\s*-?\d+(?:\.\d+)?\s*\.?\s*", completion_text(c)))) for c in completions]
-
-
-REWARDS: dict[str, Callable] = {"accuracy": accuracy_reward, "format": format_reward}
-
-
-def resolve_rewards(names) -> list[Callable]:
-    """Reward names (or dotted paths 'pkg.mod:func') -> functions."""
-    from tokrl.weighting.registry import did_you_mean
-
-    out = []
-    for name in [names] if isinstance(names, str) else list(names):
-        if name in REWARDS:
-            out.append(REWARDS[name])
-            continue
-        if ":" in name or "." in name:
-            module, _, attr = name.replace(":", ".").rpartition(".")
-            try:
-                out.append(getattr(importlib.import_module(module), attr))
-                continue
-            except (ImportError, AttributeError) as exc:
-                raise ValueError(f"reward '{name}' could not be imported: {exc}") from None
-        raise ValueError(f"unknown reward '{name}'{did_you_mean(name, REWARDS)}; known: {', '.join(REWARDS)}")
-    return out
