@@ -40,7 +40,8 @@ def test_evaluate_counts_correct_completions_with_a_controlled_reward(tiny):
     first = completions[0][0]
 
     def reward(completions, answer, **kw):  # 1 only for the first prompt's greedy completion
-        return [float(c == first) for c in completions]
+        assert all(c[0]["role"] == "assistant" for c in completions)  # TRL's conversational completions
+        return [float(c[0]["content"] == first) for c in completions]
 
     result = evaluate(model, tokenizer, data, max_new_tokens=4, batch_size=4, reward=reward, k=(1, 2),
                       num_samples=3)
@@ -58,6 +59,29 @@ def test_evaluate_counts_correct_completions_with_a_controlled_reward(tiny):
     assert len(detailed["per_prompt"]["pass@2"]) == 6
     assert sum(detailed["per_prompt"]["pass@2"]) / 6 == pytest.approx(result["pass@2"])
     assert {k: v for k, v in detailed.items() if k != "per_prompt"} == result
+
+
+def test_evaluate_passes_columns_to_every_reward_and_sums_them(tiny):
+    """Rewards see every dataset column, as in TRL; accuracy is the first reward, mean_reward the sum's mean."""
+    from datasets import Dataset
+
+    model, tokenizer = tiny
+    data = Dataset.from_dict({"prompt": ["ab", "cd", "ef", "gh"], "answer": ["1", "2", "3", "4"],
+                              "bonus": [0.5, 0.0, 2.0, 1.0]})
+    seen = {}
+
+    def first(completions, answer, **kw):
+        seen.update(kw, answer=answer, completions=completions)
+        return [float(a in ("1", "3")) for a in answer]
+
+    def second(completions, bonus, **kw):
+        return [b for b in bonus]
+
+    result = evaluate(model, tokenizer, data, max_new_tokens=2, batch_size=4, reward=[first, second])
+    assert result["accuracy"] == 0.5
+    assert result["mean_reward"] == pytest.approx((1.5 + 0.0 + 3.0 + 1.0) / 4)
+    assert seen["bonus"] == [0.5, 0.0, 2.0, 1.0] and seen["prompts"] == ["ab", "cd", "ef", "gh"]
+    assert all(isinstance(c, str) for c in seen["completions"])  # text prompts give text completions
 
 
 def test_eval_command_on_a_saved_tiny_model(tmp_path, capsys):

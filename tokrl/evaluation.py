@@ -79,6 +79,16 @@ def evaluate_accuracy(model, tokenizer, dataset, *, max_new_tokens: int = 24, ba
                     reward=reward, progress=progress)["accuracy"]
 
 
+def _rows(dataset, repeat: int = 1) -> dict[str, list]:
+    """The dataset's columns as lists, each row repeated `repeat` times (one per sampled completion)."""
+    return {c: [v for v in dataset[c] for _ in range(repeat)] for c in dataset.column_names}
+
+
+def _as_completions(prompts: list, texts: list[str]) -> list:
+    """Completions in TRL's form: assistant messages for conversational prompts, strings for text prompts."""
+    return [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
+
+
 def evaluate(
     model,
     tokenizer,
@@ -89,30 +99,42 @@ def evaluate(
     k: Sequence[int] = (),
     num_samples: int | None = None,
     temperature: float = 1.0,
-    reward: Callable = accuracy_reward,
+    reward: Callable | Sequence[Callable] = accuracy_reward,
     seed: int = 0,
     progress: bool = False,
     per_prompt: bool = False,
 ) -> dict:
-    """Greedy accuracy, and pass@k for each k from `num_samples` (default max k) sampled completions per prompt.
+    """Greedy accuracy and mean reward, and pass@k for each k from `num_samples` (default max k) samples per prompt.
 
-    `per_prompt=True` adds `per_prompt: {"accuracy": [...], "pass@k": [...]}`, one score per eval prompt in
-    dataset order, so two runs on the same prompts can be compared pair by pair (`tokrl compare`).
+    `reward` is one reward function or the recipe's list, called as TRL calls them (every dataset column as a
+    keyword). `accuracy` is the mean of the first reward (the verifier: exact accuracy for a 0/1 reward) on the
+    greedy completions, `mean_reward` the mean of all rewards' sum; a sample counts as correct for pass@k when
+    the first reward gives >= 1. `per_prompt=True` adds `per_prompt: {"accuracy": [...], "pass@k": [...]}`, one
+    score per eval prompt in dataset order, so two runs on the same prompts can be compared pair by pair.
     """
-    prompts, answers = list(dataset["prompt"]), list(dataset["answer"])
+    from tokrl.rewards import score_completions
+
+    rewards = [reward] if callable(reward) else list(reward)
+    prompts = list(dataset["prompt"])
     if not prompts:
         raise ValueError("evaluation dataset is empty")
     greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                       progress=progress)
-    scores = reward([g[0] for g in greedy], answer=answers)
-    result = {"accuracy": sum(scores) / len(scores), "num_prompts": float(len(prompts))}
+    per_reward = score_completions(rewards, _rows(dataset), _as_completions(prompts, [g[0] for g in greedy]))
+    scores = [0.0 if math.isnan(x) else x for x in per_reward[0]]
+    totals = [sum(0.0 if math.isnan(v) else v for v in vals) for vals in zip(*per_reward)]
+    result = {"accuracy": sum(scores) / len(scores), "mean_reward": sum(totals) / len(totals),
+              "num_prompts": float(len(prompts))}
     prompt_scores = {"accuracy": [float(x) for x in scores]}
     if k:
         n = num_samples or max(k)
         samples = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                            batch_size=max(1, batch_size // n), num_samples=n, temperature=temperature,
                            do_sample=True, seed=seed, progress=progress)
-        correct = [int(sum(reward(s, answer=[a] * len(s)))) for s, a in zip(samples, answers)]
+        flat_prompts = [p for p in prompts for _ in range(n)]
+        first = score_completions(rewards[:1], _rows(dataset, n),
+                                  _as_completions(flat_prompts, [t for s in samples for t in s]))[0]
+        correct = [sum(v >= 1.0 for v in first[i * n:(i + 1) * n]) for i in range(len(prompts))]
         for kk in k:
             prompt_scores[f"pass@{kk}"] = [pass_at_k(n, c, kk) for c in correct]
             result[f"pass@{kk}"] = sum(prompt_scores[f"pass@{kk}"]) / len(correct)

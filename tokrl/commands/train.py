@@ -11,7 +11,7 @@ from pathlib import Path
 from tokrl.recipe import RecipeError, check_keys, load_recipe, section
 
 HELP = "train a GRPO-family recipe (grpo, forking_grpo, thr_grpo): tokrl train RECIPE.yaml [key=value ...]"
-RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "reward", "weighting", "trainer", "eval",
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "data", "reward", "weighting", "trainer", "eval",
                "output_dir", "peft", "description")
 EVAL_KEYS = ("before", "after", "max_new_tokens", "batch_size", "num_prompts", "pass_k", "num_samples", "temperature")
 DEFAULT_EVAL = {"before": True, "after": True, "max_new_tokens": None, "batch_size": 50, "num_prompts": None,
@@ -32,29 +32,11 @@ def run(args) -> int:
     return 0
 
 
-def build_task(spec, file):
-    from tokrl.data import TASKS
-
-    spec = dict(spec or {"name": "arithmetic"})
-    name = spec.pop("name", "arithmetic")
-    if name not in TASKS:
-        from tokrl.recipe import did_you_mean
-
-        raise RecipeError(f"{file}: unknown task '{name}'{did_you_mean(name, TASKS)}; known: {', '.join(TASKS)}")
-    import dataclasses
-
-    task_cls = TASKS[name]
-    check_keys(spec, [f.name for f in dataclasses.fields(task_cls)], "task", file)
-    try:
-        return task_cls(**spec)
-    except (TypeError, ValueError) as exc:
-        raise RecipeError(f"{file}: {exc}") from None
-
-
 def prepare_run(recipe_path, overrides=()) -> dict:
     """Parse and check a GRPO-family recipe without loading the model: every error names the key and the file."""
     from tokrl.methods import grpo_method
     from tokrl.recipe import build_config
+    from tokrl.data.dataset import recipe_data
     from tokrl.rewards import resolve_rewards
     from tokrl.weighting import build_weighter
 
@@ -77,9 +59,9 @@ def prepare_run(recipe_path, overrides=()) -> dict:
     if recipe.get("weighting") is not None:
         trainer_section["weighting"] = recipe["weighting"]
     config = build_config(config_cls, trainer_section, file, "trainer", report_to="none")
-    task = build_task(recipe.get("task"), file)
+    data = recipe_data(recipe, file)
     try:
-        rewards = resolve_rewards(recipe.get("reward") or ["accuracy"])
+        rewards = resolve_rewards(recipe.get("reward") or ["accuracy"], columns=data["train"].column_names)
     except ValueError as exc:
         raise RecipeError(f"{file}: {exc}") from None
     peft_config = None
@@ -90,7 +72,7 @@ def prepare_run(recipe_path, overrides=()) -> dict:
             peft_config = LoraConfig(**recipe["peft"])
         except TypeError as exc:
             raise RecipeError(f"{file}: invalid 'peft' settings: {exc}") from None
-    return {"file": file, "recipe": recipe, "trainer_cls": trainer_cls, "config": config, "task": task,
+    return {"file": file, "recipe": recipe, "trainer_cls": trainer_cls, "config": config, "data": data,
             "rewards": rewards, "eval": eval_cfg, "output_dir": Path(output_dir), "peft_config": peft_config}
 
 
@@ -107,7 +89,7 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
 
     run = prepare_run(recipe_path, overrides)
     recipe, config, eval_cfg, run_dir = run["recipe"], run["config"], run["eval"], run["output_dir"]
-    data = run["task"].build()
+    data = run["data"]
     model, tokenizer = load_model(recipe["model"], trust_remote_code=bool(recipe.get("trust_remote_code", False)))
 
     eval_data = data["eval"]
@@ -115,7 +97,8 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
         eval_data = eval_data.select(range(min(int(eval_cfg["num_prompts"]), len(eval_data))))
     eval_kwargs = dict(max_new_tokens=eval_cfg["max_new_tokens"] or config.max_completion_length,
                        batch_size=eval_cfg["batch_size"], k=eval_cfg["pass_k"] or (),
-                       num_samples=eval_cfg["num_samples"], temperature=eval_cfg["temperature"], per_prompt=True)
+                       num_samples=eval_cfg["num_samples"], temperature=eval_cfg["temperature"], per_prompt=True,
+                       reward=run["rewards"])
     summary = {"method": recipe["method"], "output_dir": str(run_dir)}
     write_run_info(run_dir, recipe, recipe_path)
 

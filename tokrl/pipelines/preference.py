@@ -554,7 +554,7 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
     if recipe.get("task") is not None and recipe.get("prompts") is not None:
         raise RecipeError(f"{file}: set either 'task' (an embedded task) or 'prompts' (a question/answer dataset)")
     if recipe.get("task") is not None:
-        from tokrl.commands.train import build_task
+        from tokrl.data.dataset import build_task
 
         task = build_task(recipe["task"], file)
         built = task.build()
@@ -711,7 +711,7 @@ def check_pair_sections(recipe: dict, file) -> None:
     from tokrl.recipe import RecipeError, check_keys
 
     if recipe.get("task") is not None:
-        from tokrl.commands.train import build_task
+        from tokrl.data.dataset import build_task
 
         build_task(recipe["task"], file)
     if recipe.get("prompts") is not None:
