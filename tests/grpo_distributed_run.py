@@ -28,7 +28,8 @@ def main(model_dir: str, out_path: str, select: str):
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = ForkingGRPOConfig(output_dir=f"{out_path}.run", per_device_train_batch_size=4, num_generations=4,
                              max_completion_length=8, max_steps=2, logging_steps=1, save_strategy="no",
-                             report_to="none", weighting={"name": "entropy_quantile", "rho": 0.3, "select": select}, seed=0)
+                             report_to="none", seed=0,
+                             weighting={"name": "entropy_quantile", "rho": 0.3, "select": select})
     data = make_arithmetic_dataset(num_train=32, num_eval=2)
     trainer = ForkingGRPOTrainer(model=model, reward_funcs=[accuracy_reward], args=args, train_dataset=data["train"],
                                  processing_class=tokenizer)

@@ -29,7 +29,8 @@ def main(model_dir: str, run_dir: str, mode: str, out_path: str):
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = ForkingGRPOConfig(output_dir=run_dir, per_device_train_batch_size=4, num_generations=4,
                              max_completion_length=8, max_steps=4, logging_steps=1, save_strategy="steps",
-                             save_steps=2, report_to="none", weighting={"name": "entropy_quantile", "rho": 0.3}, learning_rate=1e-2, seed=0)
+                             save_steps=2, report_to="none", weighting={"name": "entropy_quantile", "rho": 0.3},
+                             learning_rate=1e-2, seed=0)
     data = make_arithmetic_dataset(num_train=64, num_eval=2)
     trainer = ForkingGRPOTrainer(model=model, reward_funcs=[length_reward], args=args, train_dataset=data["train"],
                                  processing_class=tokenizer)

@@ -32,8 +32,10 @@ class ForkingGRPOConfig(WeightedGRPOConfig):
         by all completion tokens (`"all"`).
     """
 
-    weighting: Any = field(default_factory=_forking_weighting,
-                           metadata={"help": "Weighter spec; default: entropy_quantile, rho 0.2 (paper), global, topk."})
+    weighting: Any = field(
+        default_factory=_forking_weighting,
+        metadata={"help": "Weighter spec; default: entropy_quantile, rho 0.2 (paper), global scope, topk."},
+    )
     weight_normalizer: str = field(
         default="selected", metadata={"help": "'selected' (authors' code: mean over kept tokens) or 'all' (TRL)."}
     )

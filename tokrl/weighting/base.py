@@ -25,7 +25,8 @@ def check_needs(weighter: "TokenWeighter", supported, trainer: str) -> None:
             raise ValueError(f"weighter {weighter!r} needs '{name}', which is not a known need "
                              f"({', '.join(sorted(KNOWN_NEEDS))})")
         if name not in supported:
-            raise ValueError(f"{trainer} cannot give weighter {type(weighter).__name__} its need '{name}'; "
+            raise ValueError(f"{trainer} cannot give weighter {type(weighter).__name__} its need "
+                             f"'{name}'; "
                              f"it fills: {', '.join(sorted(supported))} and per-token columns")
 
 

@@ -4,7 +4,7 @@ Entropy", arXiv 2508.04349), as a token weight on GRPO's advantage.
 Read: the abstracts of v1-v6 (arXiv HTML, ICML 2026 page): GTPO redistributes a response's reward over its tokens
 with the entropy ratio H_{i,t} / sum_{k=1..n} H_{k,t} (the n responses of the group at position t), rewarding
 high-entropy tokens of correct responses and suppressing them in incorrect ones. The method section could not be
-read here; reconstructed (UNCERTAIN) from the abstract's ratio and the v1 token reward alpha1 * r + alpha2 * ratio * d_t:
+read here; reconstructed (UNCERTAIN) from the abstract's ratio and v1's token reward alpha1 r + alpha2 ratio d_t:
     correct (A > 0):   w_{i,t} = alpha1 + alpha2 * d_t * H_{i,t} / sum_{k in O+_t} H_{k,t}
     incorrect (A < 0): w_{i,t} = alpha1 + alpha2 * d_t * H_{i,t}^-1 / sum_{k in O-_t} H_{k,t}^-1
 O+_t / O-_t: the group's correct / incorrect responses that still have a token at position t, d_t their count, so

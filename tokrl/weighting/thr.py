@@ -42,8 +42,6 @@ TAU_ON = ("s", "thr")
 THR_COLUMN = "tokrl_thr"  # [B, T] THR values, computed per generation batch and carried to the loss
 WEIGHT_COLUMN = "tokrl_thr_weight"  # [B, T] weights (the weighter's `carry_column`)
 
-__all__ = ["THRWeighter", "NTHRWeighter", "Unembedding", "THRResult", "THR_COLUMN", "WEIGHT_COLUMN"]
-
 
 def influence_scores(
     hidden: torch.Tensor, token_cols: torch.Tensor, probs: torch.Tensor, positive: torch.Tensor, include_self: bool = True
