@@ -19,6 +19,7 @@ COMMANDS = {
     "treg": "tokrl.commands.treg",
     "clean": "tokrl.commands.clean",
     "score": "tokrl.commands.score",
+    "compare": "tokrl.commands.compare",
 }
 
 

@@ -498,17 +498,19 @@ class EvalSettings:
 
 def eval_stage(stage_dir: Path, name: str, get_model: Callable, eval_data: Dataset, settings: EvalSettings, *,
                input_fingerprint: str, overwrite: bool) -> dict:
-    """Greedy accuracy (tokrl.evaluation.evaluate_accuracy) as a stage: its result lives in the manifest."""
+    """Greedy accuracy (tokrl.evaluation.evaluate) as a stage: its result, with the per-prompt scores that paired
+    comparisons need, lives in the manifest."""
     from tokrl.pipelines.stage import run_artifact_stage, stage_metadata
 
     def build(tmp: Path):
-        from tokrl.evaluation import evaluate_accuracy
+        from tokrl.evaluation import evaluate
 
         model, tokenizer = get_model()
-        accuracy = evaluate_accuracy(model, tokenizer, eval_data, max_new_tokens=settings.max_new_tokens,
-                                     batch_size=settings.batch_size)
+        result = evaluate(model, tokenizer, eval_data, max_new_tokens=settings.max_new_tokens,
+                          batch_size=settings.batch_size, per_prompt=True)
+        accuracy = result["accuracy"]
         (tmp / "accuracy.json").write_text(f'{{"accuracy": {accuracy}, "num_prompts": {len(eval_data)}}}\n')
-        return {"accuracy": accuracy, "num_prompts": len(eval_data)}
+        return {"accuracy": accuracy, "num_prompts": len(eval_data), "per_prompt": result["per_prompt"]}
 
     config = {"settings": asdict(settings), "eval_rows": len(eval_data)}
     run_artifact_stage(name, stage_dir, build, config, input_fingerprint=input_fingerprint, overwrite=overwrite)

@@ -147,7 +147,7 @@ def evaluate_model(path: str, eval_data: Dataset, cfg: dict) -> dict:
     accuracy = accuracy_reward(texts, answer=list(eval_data["answer"]))
     formatted = format_reward(texts)
     return {"accuracy": sum(accuracy) / len(texts), "format_rate": sum(formatted) / len(texts),
-            "num_prompts": len(texts), "examples": texts[:5]}
+            "num_prompts": len(texts), "examples": texts[:5], "per_prompt": {"accuracy": list(accuracy)}}
 
 
 def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:

@@ -1,0 +1,97 @@
+"""What one finished run of a comparison contributes: its final eval and its training curves, read from the run
+dir the method's own command left (summary.json for `tokrl train` and the DPO pipelines, report.json for token
+cleaning), reduced to one `result.json` that the report reads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tokrl.compare.spec import CLEANING, Run
+from tokrl.diagnostics.metrics_log import read_metrics
+from tokrl.diagnostics.plots import series
+
+RESULT = "result.json"
+STAT_KEYS = {"kept_frac": "weights/kept_frac", "weight_mean": "weights/mean", "weight_std": "weights/std"}
+
+
+def output_file(run: Run) -> Path:
+    """The file a method's command writes last: its existence means the command finished."""
+    return run.run_dir / ("report.json" if run.family == CLEANING else "summary.json")
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write-then-rename, so a reader (or a killed writer) never leaves a half file that looks complete."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def final_eval(run: Run) -> dict:
+    """The after-training eval: accuracy, pass@k and per-prompt scores when the run recorded them."""
+    data = json.loads(output_file(run).read_text())
+    if run.family == CLEANING:
+        trained = {k: v for k, v in data.get("variants", {}).items() if k != "base" and isinstance(v, dict)
+                   and "eval" in v}
+        if len(trained) != 1:
+            raise ValueError(f"{output_file(run)}: a comparison arm must train one cleaning variant, found "
+                             f"{sorted(trained) or 'none'} (set cleaning.variants to one variant)")
+        (variant, entry), = trained.items()
+        result = dict(entry["eval"])
+        selection = entry.get("selection") or {}
+        kept = selection.get("kept_frac", selection.get("kept_fraction"))
+        if isinstance(kept, (int, float)):
+            result["kept_frac"] = float(kept)
+        result["variant"] = variant
+        return result
+    return dict(data.get("eval_after") or {})
+
+
+def metrics_file(run: Run) -> Path | None:
+    """The run's training log: its own metrics.jsonl, else the one its training stage wrote."""
+    top = run.run_dir / "metrics.jsonl"
+    if top.is_file():
+        return top
+    found = sorted(run.run_dir.rglob("metrics.jsonl"), key=lambda p: (len(p.parts), str(p)))
+    return found[0] if found else None
+
+
+def curves(path: Path | None) -> dict:
+    """Reward per step, weight statistics averaged over steps, seconds per step and tokens per second."""
+    if path is None:
+        return {"reward": {"steps": [], "values": []}}
+    history = read_metrics(path)
+    steps, rewards = series(history, "reward")
+    out: dict = {"reward": {"steps": steps, "values": rewards}}
+    for name, key in STAT_KEYS.items():
+        _, values = series(history, key)
+        if values:
+            out[name] = sum(values) / len(values)
+    _, kept = series(history, STAT_KEYS["kept_frac"])
+    out["kept_frac_curve"] = kept
+    _, times = series(history, "step_time")
+    if times:
+        out["step_time"] = sum(times) / len(times)
+        _, tokens = series(history, "num_tokens")
+        if tokens:
+            out["tokens_per_s"] = tokens[-1] / sum(times)
+    _, runtime = series(history, "train_runtime")
+    if runtime:
+        out["train_runtime"] = runtime[-1]
+    return out
+
+
+def collect(run: Run, wall_seconds: float, threads: int) -> dict:
+    """The run's result record (see module doc); raises when the run's outputs are incomplete."""
+    result = {"arm": run.arm, "seed": run.seed, "method": run.method, "command": ["tokrl", *run.argv],
+              "wall_seconds": round(wall_seconds, 1), "threads": threads, "eval": final_eval(run)}
+    result.update(curves(metrics_file(run)))
+    if "kept_frac" in result["eval"] and "kept_frac" not in result:
+        result["kept_frac"] = result["eval"]["kept_frac"]
+    return result
+
+
+def load_result(run: Run) -> dict | None:
+    path = run.run_dir / RESULT
+    return json.loads(path.read_text()) if path.is_file() else None
