@@ -38,9 +38,10 @@ def grpo_args(config_cls, tmp_path, **overrides):
     return config_cls(**base)
 
 
-def make_grpo_trainer(trainer_cls, config_cls, tiny, tmp_path, weighter=None, model=None, **overrides):
+def make_grpo_trainer(trainer_cls, config_cls, tiny, tmp_path, weighter=None, model=None, reward_funcs=None,
+                      dataset_fn=None, **overrides):
     """A GRPO-family trainer on a copy of the tiny model (or `model`, e.g. a saved path), ready for
-    `_compute_loss` on a fixed batch."""
+    `_compute_loss` on a fixed batch. `dataset_fn` may rewrite the arithmetic train split."""
     from tokrl.data import make_arithmetic_dataset
     from tokrl.rewards import accuracy_reward
 
@@ -50,9 +51,9 @@ def make_grpo_trainer(trainer_cls, config_cls, tiny, tmp_path, weighter=None, mo
     kwargs = {} if weighter is None else {"weighter": weighter}
     trainer = trainer_cls(
         model=copy.deepcopy(model) if model_arg is None else model_arg,
-        reward_funcs=[accuracy_reward],
+        reward_funcs=reward_funcs or [accuracy_reward],
         args=grpo_args(config_cls, tmp_path, **overrides),
-        train_dataset=data["train"],
+        train_dataset=dataset_fn(data["train"]) if dataset_fn else data["train"],
         processing_class=tokenizer,
         **kwargs,
     )

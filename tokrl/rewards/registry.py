@@ -16,10 +16,12 @@ import inspect
 from typing import Callable
 
 from tokrl.recipe import did_you_mean, load_object
-from tokrl.rewards.arithmetic import accuracy_reward, format_reward
+from tokrl.rewards.arithmetic import accuracy_reward, answer_spans_reward, format_reward
 from tokrl.rewards.math import math_reward
+from tokrl.rewards.token_rewards import sequence_summary
 
-REWARDS: dict[str, Callable] = {"accuracy": accuracy_reward, "math": math_reward, "format": format_reward}
+REWARDS: dict[str, Callable] = {"accuracy": accuracy_reward, "math": math_reward, "format": format_reward,
+                                "answer_spans": answer_spans_reward}
 TRL_ARGUMENTS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
                  "environments")
 
@@ -95,11 +97,14 @@ def with_kwargs(fn: Callable, name: str, kwargs: dict) -> Callable:
 
 
 def score_completions(reward_fns, rows: dict[str, list], completions: list) -> list[list[float]]:
-    """Each reward on `completions` (one per row), called as TRL calls it: per-reward lists (None -> nan)."""
+    """Each reward on `completions` (one per row), called as TRL calls it: per-reward lists (None -> nan).
+
+    A reward that scores tokens or spans counts as the sum of its rewards, as in the training logs."""
     columns = {k: v for k, v in rows.items() if k != "prompt"}
     out = []
     for fn in reward_fns:
         values = fn(prompts=rows.get("prompt"), completions=completions, completion_ids=None, trainer_state=None,
                     log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None, **columns)
+        values = [sequence_summary(v) if isinstance(v, (list, tuple)) else v for v in values]
         out.append([float("nan") if v is None else float(v) for v in values])
     return out

@@ -17,6 +17,11 @@ shuffles and splits with the rest. Their view holds `advantages`, `rewards` (thi
 reward sum), `group_ids` (unique across processes) and, when asked, the old policy's hidden states, log-probs,
 entropies and LM-head rows (`tokrl.trainers.rollout` says where those come from; `rollout/...` metrics count it).
 `rewards` and `group_ids` also reach loss-time weighters, as the columns `tokrl_rewards` / `tokrl_group_ids`.
+
+Advantages: a reward function may return per-token rewards; `TokenRewardFunctions` (`token_reward_funcs.py`) turns
+them into `[B, T]` advantages after TRL scores the generation batch (and after rollout weighters, which see TRL's
+sequence advantages), and TRL's loss uses a 2-D advantage as is. An advantage shaper (`advantage_shaping`)
+replaces `inputs["advantages"]` in the entropy-mask hook, which TRL reads right after it.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states, unwrap_model
 from tokrl.trainers.rollout import GenerationCapture, OldPassCapture, logit_scale, unembedding_of
+from tokrl.trainers.token_reward_funcs import TokenRewardFunctions
 from tokrl.trainers.weighted_grpo_config import WeightedGRPOConfig
-from tokrl.weighting import KNOWN_NEEDS, TokenView, TokenWeighter, build_weighter, weight_stats
+from tokrl.weighting import KNOWN_NEEDS, TokenView, TokenWeighter, build_shaper, build_weighter, weight_stats
 from tokrl.weighting.base import check_needs, rollout_weighters
 
 logger = logging.getLogger(__name__)
@@ -68,6 +74,8 @@ class WeightedGRPOTrainer(GRPOTrainer):
         self._old_pass: OldPassCapture | None = None
         self._gen_capture: GenerationCapture | None = None
         self._rewards: torch.Tensor | None = None
+        self.shaper = build_shaper(getattr(self.args, "advantage_shaping", None))
+        self.token_rewards = TokenRewardFunctions(self, getattr(self.args, "token_advantage", "process"))
         self.weight_normalizer = getattr(self.args, "weight_normalizer", "all")
         if self.weight_normalizer == "selected" and self.loss_type == "luspo":
             raise ValueError("weight_normalizer='selected' is not defined for loss_type='luspo'")
@@ -89,6 +97,7 @@ class WeightedGRPOTrainer(GRPOTrainer):
     # ---- hooks into TRL -------------------------------------------------------------------------------------
 
     def _compute_loss(self, model, inputs):
+        inputs = dict(inputs)  # the advantage shaper replaces inputs["advantages"]; keep TRL's buffered batch intact
         self._batch, self._logps = inputs, None
         wants_hidden = "hidden_states" in self.weighter.all_needs()
         self._capture = HiddenStateCapture(model) if wants_hidden else None
@@ -150,7 +159,7 @@ class WeightedGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         if not self._carry_batch_info:
-            return super()._generate_and_score_completions(inputs)
+            return self.token_rewards.to_advantages(super()._generate_and_score_completions(inputs))
         self._old_pass = OldPassCapture(armed=self._needs_states() and self._trl_runs_old_pass())
         self._gen_capture, self._rewards = None, None
         try:
@@ -159,7 +168,7 @@ class WeightedGRPOTrainer(GRPOTrainer):
         finally:
             self._old_pass, self._gen_capture, self._rewards = None, None, None
         self.add_rollout_weights(output, capture, generation, rewards)
-        return output
+        return self.token_rewards.to_advantages(output)
 
     def _captured_old_pass(self, capture, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         capture.armed = False  # only the first scoring pass (TRL's old-log-prob pass) is captured
@@ -285,6 +294,8 @@ class WeightedGRPOTrainer(GRPOTrainer):
         if self._batch is None:  # called outside _compute_loss (e.g. a user's code): TRL's behaviour
             return super().get_high_entropy_mask(entropies, mask, threshold)
         view = self.build_view(self._batch, entropies, mask)
+        if self.shaper is not None:  # TRL reads inputs["advantages"] right after this hook (pinned by a test)
+            self._batch["advantages"] = self.shaper(view)
         weights = self.weighter(view)
         if self.trl_top_entropy_quantile < 1.0:
             weights = weights * super().get_high_entropy_mask(entropies, mask, 1 - self.trl_top_entropy_quantile)
@@ -313,8 +324,8 @@ class WeightedGRPOTrainer(GRPOTrainer):
         return torch.cat(parts, dim=0)
 
     def build_view(self, inputs, entropies, mask) -> TokenView:
-        """Collect what the weighter asked for from the batch and the forward TRL just ran."""
-        needs = self.weighter.all_needs()
+        """Collect what the weighter (and the advantage shaper) asked for from the batch and the forward TRL just ran."""
+        needs = self.weighter.all_needs() | (self.shaper.all_needs() if self.shaper is not None else frozenset())
         view = TokenView(
             completion_ids=inputs["completion_ids"],
             completion_mask=mask,

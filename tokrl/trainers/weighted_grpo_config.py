@@ -8,11 +8,12 @@ from typing import Any
 from trl import GRPOConfig
 
 from tokrl.trainers.device_defaults import resolve_device_defaults
-from tokrl.weighting import build_weighter
+from tokrl.weighting import build_shaper, build_weighter
 from tokrl.weighting.base import rollout_weighters
 
 NORMALIZERS = ("all", "selected")
 STATE_SOURCES = ("auto", "forward")
+TOKEN_ADVANTAGES = ("process", "token")
 # Settings that used to be config fields and now live in the weighting spec (or were renamed): old -> new.
 MOVED_FIELDS = {
     **{f"forking_{k}": f"weighting.{k}" for k in ("rho", "scope", "select", "invert")},
@@ -37,6 +38,15 @@ class WeightedGRPOConfig(GRPOConfig):
         forking paper's equation. `"selected"`: the denominators count weight mass instead of tokens (per sequence
         for `grpo`/`sapo`, per local micro-batch for `bnpo`, per micro-batch across processes for
         `dapo`/`cispo`/`vespo`/`dr_grpo`), as in the forking authors' verl code. Same for uniform weights.
+    token_advantage (`str`, *optional*, defaults to `"process"`):
+        How per-token rewards (a reward function returning a list per completion: one reward per token, or
+        `((char_start, char_end), reward)` spans) become per-token advantages. `"process"`: the sequence reward's
+        group advantage plus the reward-to-go of the group-normalised token rewards (DeepSeekMath's process
+        supervision; a span's reward sits on its last token). `"token"`: the token rewards alone (a span's reward
+        on every token it covers). Without token rewards this field changes nothing.
+    advantage_shaping (`str` or `dict`, *optional*, defaults to `None`):
+        Advantage-shaper spec, resolved by name through the tokrl registry (e.g. `{"name": "entropy_bonus",
+        "alpha": 0.4, "kappa": 2}`): a per-token change of the advantages at loss time. `None`: no shaping.
     token_dump_steps (`int`, *optional*, defaults to `0`):
         Every this many steps, write a bounded sample of completions with per-token values to
         `output_dir/token_values.jsonl`. 0 disables.
@@ -62,6 +72,15 @@ class WeightedGRPOConfig(GRPOConfig):
     weight_normalizer: str = field(
         default="all",
         metadata={"help": "'all' (TRL's token-count denominators) or 'selected' (weight-mass denominators)."},
+    )
+    token_advantage: str = field(
+        default="process",
+        metadata={"help": "Per-token rewards -> advantages: 'process' (sequence advantage + normalised reward-to-go) "
+                          "or 'token' (the token rewards alone)."},
+    )
+    advantage_shaping: Any = field(
+        default=None,
+        metadata={"help": "Advantage-shaper spec (name or mapping with 'name'), e.g. entropy_bonus; None = none."},
     )
     token_dump_steps: int = field(
         default=0, metadata={"help": "Write per-token values every N steps to token_values.jsonl; 0 = off."}
@@ -95,6 +114,10 @@ class WeightedGRPOConfig(GRPOConfig):
             raise ValueError("token_dump_steps and token_dump_samples must be >= 0")
         if self.rollout_state_source not in STATE_SOURCES:
             raise ValueError(f"rollout_state_source must be one of {STATE_SOURCES}, got {self.rollout_state_source!r}")
+        if self.token_advantage not in TOKEN_ADVANTAGES:
+            raise ValueError(f"token_advantage must be one of {TOKEN_ADVANTAGES}, got {self.token_advantage!r}")
+        if isinstance(self.advantage_shaping, (str, dict)):
+            build_shaper(self.advantage_shaping)  # a bad spec fails before the model loads
         self.check_weighting()
 
     def check_weighting(self) -> None:
