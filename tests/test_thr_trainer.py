@@ -60,7 +60,8 @@ def generation_output(trainer):
 def test_config_is_a_preset_and_validates_the_weighting_spec(tmp_path):
     """THRGRPOConfig only changes the default weighting; THR's arguments are the weighter's, checked at config time."""
     own = {f.name for f in dataclasses.fields(THRGRPOConfig)} - {f.name for f in dataclasses.fields(GRPOConfig)}
-    assert own == {"weighting", "weight_normalizer", "token_dump_steps", "token_dump_samples", "rollout_state_source"}
+    assert own == {"weighting", "weight_normalizer", "token_dump_steps", "token_dump_samples", "rollout_state_source",
+                   "token_advantage", "advantage_shaping"}
     assert THRGRPOConfig(**config(tmp_path)).weighting == {"name": "thr"}
     assert re.search(r"^\s+p: signed steering scalar", THRWeighter.__doc__, re.M)
     with pytest.raises(ValueError, match="p must be in"):
