@@ -212,13 +212,11 @@ def test_config_guard_rails(tmp_path):
 
 
 def _documented_fields(cls):
-    """Fields documented in the token-weighting section of this class and of its tokrl parents."""
+    """Fields documented in the "> Parameters that control ..." sections of this class and of its tokrl parents."""
     names = set()
     for klass in cls.__mro__:
-        if klass.__module__.startswith("tokrl.") and "> Parameters that control token weighting" in (
-            klass.__doc__ or ""
-        ):
-            doc = klass.__doc__.split("> Parameters that control token weighting", 1)[1]
+        if klass.__module__.startswith("tokrl.") and "> Parameters that control " in (klass.__doc__ or ""):
+            doc = klass.__doc__.split("> Parameters that control ", 1)[1]
             names |= set(re.findall(r"^    (\w+) \(`", doc, flags=re.M))
     return names
 

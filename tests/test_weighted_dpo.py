@@ -395,7 +395,7 @@ def test_weighter_needing_unavailable_inputs_is_refused(models, tmp_path):
         needs = frozenset({"advantages"})
 
     policy, ref, tok = models
-    with pytest.raises(ValueError, match="needs \\['advantages'\\]"):
+    with pytest.raises(ValueError, match="WeightedDPOTrainer cannot give weighter NeedsAdvantages its need 'advantages'"):
         make(
             WeightedDPOTrainer,
             config(tmp_path, WeightedDPOConfig),

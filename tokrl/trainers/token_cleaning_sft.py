@@ -13,10 +13,17 @@ How the weights enter (TRL 1.16, public API only):
    on every labelled token, so the loss is bit-identical to TRL on the folded labels; soft weights (compositions)
    give sum(w * nll) / #(w != 0). TRL's fused, vocabulary-chunked head is kept: no `[B, T, V]` logits.
 With weights equal to the completion mask this is plain `SFTTrainer` (pinned by a test).
+
+Online weighters (needs `logps`, `entropies`, `hidden_states`, filled from the same fused forward) cannot be folded
+into labels: every completion token is labelled, and the proxy computes the weights from the forward's own outputs
+before multiplying them in, so the loss is sum(w * nll) / #completion tokens. The weighter's view is in TRL's
+log-prob layout, `[B, L-1]` (position t scores token t+1). Weight statistics, token dumps and TensorBoard
+histograms are the GRPO trainers' (`WeightLogging`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -25,12 +32,16 @@ from datasets import Dataset, DatasetDict
 from trl import SFTTrainer
 
 from tokrl.pipelines.token_cleaning_tokens import check_token_columns, tokenize_sft_row, truncation_slice
+from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
+from tokrl.trainers.weight_logging import WeightLogging
 from tokrl.weighting import TokenView, TokenWeighter, build_weighter
+from tokrl.weighting.base import check_needs
 
 logger = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("token_scores",)  # carried for logging only when the dataset has them
+SFT_NEEDS = frozenset({"logps", "entropies", "hidden_states"})  # from the fused forward the loss runs anyway
 
 
 class TokenColumnCollator:
@@ -60,15 +71,19 @@ class TokenColumnCollator:
 
 
 class _WeightedCall:
-    """Calls the model; on TRL's fused-head call, multiplies the per-token log-probs `[B, L-1]` by `weights`."""
+    """Calls the model; on TRL's fused-head call, multiplies the per-token log-probs `[B, L-1]` by the weights
+    (`weights`, or `weigh(output)` for an online weighter, computed from this very forward)."""
 
-    def __init__(self, model, weights: torch.Tensor):
+    def __init__(self, model, weights: torch.Tensor | None = None, weigh=None):
         self.model = model
         self.weights = weights
+        self.weigh = weigh
 
     def __call__(self, *args, **kwargs):
         out = self.model(*args, **kwargs)
         if kwargs.get("fused_lm_head"):
+            if self.weigh is not None:
+                self.weights = self.weigh(out)
             if out.log_probs.shape != self.weights.shape:
                 raise RuntimeError(
                     f"fused log_probs {tuple(out.log_probs.shape)} do not match the shifted weights "
@@ -100,11 +115,13 @@ def prepare_weighted_dataset(
     truncation_mode: str = "keep_start",
     tokenizer=None,
     name: str = "train",
+    online: bool = False,
 ) -> tuple[Dataset, int]:
     """Tokenise (if needed), truncate all per-token columns together, fold the weights into `labels`.
 
     Returns the dataset (columns `input_ids`, `labels`, `completion_mask`, the weighter's columns and any
-    `token_scores`) and the number of rows left with no selected token (TRL drops them).
+    `token_scores`) and the number of rows left with no selected token (TRL drops them). `online`: the weights need
+    the forward, so every completion token is labelled and weighted at loss time.
     """
     if not isinstance(dataset, Dataset):
         raise TypeError(f"{name} dataset: TokenCleaningSFTTrainer needs a datasets.Dataset, got {type(dataset).__name__}")
@@ -136,7 +153,7 @@ def prepare_weighted_dataset(
     def fold(example, idx):
         check_token_columns(example, per_token, idx)
         cut = {c: example[c][sl] for c in ("input_ids", *per_token)}
-        w = row_weights(weighter, cut, columns)
+        w = np.asarray(cut["completion_mask"]) if online else row_weights(weighter, cut, columns)
         cut["labels"] = [t if wt != 0 else -100 for t, wt in zip(cut["input_ids"], w.tolist())]
         return cut
 
@@ -153,7 +170,7 @@ def prepare_weighted_dataset(
     return dataset, empty
 
 
-class TokenCleaningSFTTrainer(SFTTrainer):
+class TokenCleaningSFTTrainer(WeightLogging, SFTTrainer):
     """SFT on the tokens selected by an offline weighter (Token Cleaning's `token_mask` by default).
 
     Args:
@@ -172,16 +189,14 @@ class TokenCleaningSFTTrainer(SFTTrainer):
             args = TokenCleaningSFTConfig("tmp_trainer")
         spec = weighter if weighter is not None else getattr(args, "weighting", None)
         self.weighter = build_weighter(spec)
-        if self.weighter.all_needs():
-            raise ValueError(
-                f"TokenCleaningSFTTrainer takes offline weighters only; {self.weighter!r} needs "
-                f"{sorted(self.weighter.all_needs())}"
-            )
+        check_needs(self.weighter, SFT_NEEDS, type(self).__name__)
+        self.online = bool(self.weighter.all_needs())
         if getattr(args, "remove_unused_columns", False):
             raise ValueError("set remove_unused_columns=False: the per-token columns must reach the collator")
         tokenizer = kwargs.get("processing_class")
         self.empty_rows = {}
-        prep = dict(max_length=args.max_length, truncation_mode=args.truncation_mode, tokenizer=tokenizer)
+        prep = dict(max_length=args.max_length, truncation_mode=args.truncation_mode, tokenizer=tokenizer,
+                    online=self.online)
         if train_dataset is not None:
             train_dataset, self.empty_rows["train"] = prepare_weighted_dataset(train_dataset, self.weighter, **prep)
         if isinstance(eval_dataset, (dict, DatasetDict)):
@@ -193,16 +208,34 @@ class TokenCleaningSFTTrainer(SFTTrainer):
         super().__init__(model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
         self.token_columns = ("completion_mask", *self.weighter.all_columns(), *LOG_COLUMNS)
         self.data_collator = TokenColumnCollator(self.data_collator, self.token_columns)
+        self.setup_weight_logging()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         columns = {c: inputs.pop(c) for c in self.token_columns if c in inputs}
         completion_mask = columns.pop("completion_mask", None)
         if completion_mask is None:  # a batch that did not come through our collator: plain TRL
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        view = TokenView(completion_ids=inputs["input_ids"], completion_mask=completion_mask, columns=columns)
-        weights = self.weighter(view)
-        loss = super().compute_loss(_WeightedCall(model, weights[:, 1:]), inputs, return_outputs, num_items_in_batch)
-        self._log_selection(weights, completion_mask, columns.get("token_scores"))
+        # the log-prob layout [B, L-1]: position t scores token t+1
+        view = TokenView(completion_ids=inputs["input_ids"][:, 1:], completion_mask=completion_mask[:, 1:],
+                         columns={name: column[:, 1:] for name, column in columns.items()}, gather=self.gather_flat)
+        needs = self.weighter.all_needs()
+        capture = HiddenStateCapture(model, only_grad=False) if "hidden_states" in needs else None
+
+        def weigh(out):
+            if "logps" in needs:
+                view.logps = out.log_probs.detach()
+            if "entropies" in needs:
+                view.entropies = out.entropy.detach()
+            if capture is not None:
+                view.hidden_states = completion_hidden_states(capture.states[0], view.completion_ids.size(1)).detach()
+            return self.weighter(view)
+
+        call = _WeightedCall(model, weigh=weigh) if self.online else _WeightedCall(model, self.weighter(view))
+        with capture if capture is not None else contextlib.nullcontext():
+            loss = super().compute_loss(call, inputs, return_outputs, num_items_in_batch)
+        self.record_weights(view, call.weights, view.completion_mask)
+        self.last_prompt = (inputs["input_ids"], inputs.get("attention_mask", torch.ones_like(completion_mask)) * (1 - completion_mask))
+        self._log_selection(call.weights, view.completion_mask, view.columns.get("token_scores"))
         return loss
 
     def _log_selection(self, weights, completion_mask, scores) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from trl import SFTConfig
 
 from tokrl.trainers.device_defaults import resolve_device_defaults
+from tokrl.trainers.token_dump_config import TokenDumpConfig
 
 
 def _default_weighting() -> dict:
@@ -15,9 +16,10 @@ def _default_weighting() -> dict:
 
 
 @dataclass
-class TokenCleaningSFTConfig(SFTConfig):
+class TokenCleaningSFTConfig(TokenDumpConfig, SFTConfig):
     r"""
-    Configuration for [`TokenCleaningSFTTrainer`]: every field of TRL's `SFTConfig`, plus:
+    Configuration for [`TokenCleaningSFTTrainer`]: every field of TRL's `SFTConfig`, the token-dump fields of
+    `TokenDumpConfig` (`token_dump_steps`, `token_dump_samples`: `tokrl inspect` renders the dump), plus:
 
     > Parameters that control token weighting
 
@@ -59,6 +61,7 @@ class TokenCleaningSFTConfig(SFTConfig):
     def __post_init__(self):
         resolve_device_defaults(self)
         super().__post_init__()
+        self.check_token_dump()
         if self.packing or self.padding_free:
             raise ValueError(
                 "packing and padding_free must be False for TokenCleaningSFTConfig: they drop per-token columns "

@@ -21,6 +21,7 @@ sums, so it is refused unless the weighter is `Uniform`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -32,13 +33,18 @@ from trl import DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
 from tokrl.trainers import token_columns as tc
+from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states
+from tokrl.trainers.weight_logging import WeightLogging
 from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
 from tokrl.weighting import TokenView, TokenWeighter, Uniform, build_weighter, weight_stats
+from tokrl.weighting.base import check_needs
 
 logger = logging.getLogger(__name__)
 
-# What a DPO weighter can be given: the policy's own fused outputs (the reference runs after the weights are needed).
-DPO_NEEDS = frozenset({"logps", "entropies"})
+# What a DPO weighter can be given: the policy's fused outputs, the states that produced them, and the reference's
+# per-token log-probs (TRL runs the reference after the policy sums are taken, so those cost one extra reference
+# forward per batch, logged once).
+DPO_NEEDS = frozenset({"logps", "entropies", "hidden_states", "ref_logps"})
 
 
 @dataclass
@@ -83,9 +89,12 @@ class _Pass:
         self.weights: torch.Tensor | None = None  # [2B, L-1]
         self.captured: list[torch.Tensor] = []  # unweighted log_probs of each fused forward, in call order
         self.view: TokenView | None = None
+        self.capture_only = False  # our extra reference forward: record log_probs, compute no weights
+        self.ref_logps: torch.Tensor | None = None  # [2B, L-1] from that forward, when the weighter needs them
+        self.hidden: HiddenStateCapture | None = None
 
 
-class WeightedDPOTrainer(DPOTrainer):
+class WeightedDPOTrainer(WeightLogging, DPOTrainer):
     """DPO whose per-token log-ratios are multiplied by `weighter(view)` before TRL sums them.
 
     Args:
@@ -105,12 +114,7 @@ class WeightedDPOTrainer(DPOTrainer):
         spec = weighter if weighter is not None else getattr(args, "weighting", None)
         self.weighter = build_weighter(spec)
         self.uniform = type(self.weighter) is Uniform
-        unsupported = self.weighter.all_needs() - DPO_NEEDS
-        if unsupported:
-            raise ValueError(
-                f"weighter {type(self.weighter).__name__} needs {sorted(unsupported)}, which a DPO trainer cannot give "
-                f"before the loss; supported: {sorted(DPO_NEEDS)} and per-token dataset columns"
-            )
+        check_needs(self.weighter, DPO_NEEDS, type(self).__name__)
         self.column_names = tuple(
             dict.fromkeys(tuple(self.weighter.all_columns()) + tuple(self.extra_column_names(args)))
         )
@@ -130,6 +134,7 @@ class WeightedDPOTrainer(DPOTrainer):
                 self.data_collator, self.column_names, self.args.max_length, self.args.truncation_mode
             )
         self._register_hooks()
+        self.setup_weight_logging()
 
     # ---- configuration checks ---------------------------------------------------------------------------------
 
@@ -195,6 +200,8 @@ class WeightedDPOTrainer(DPOTrainer):
             return None
         log_probs = output.log_probs
         state.captured.append(log_probs)
+        if state.capture_only:
+            return None
         if state.weights is None:
             state.weights = self.token_weights(state, output)
         if self.uniform:
@@ -220,6 +227,12 @@ class WeightedDPOTrainer(DPOTrainer):
             view.logps = output.log_probs[:, -seq_len:].detach()
         if output is not None and "entropies" in needs:
             view.entropies = output.entropy[:, -seq_len:].detach() if output.entropy is not None else None
+        if "ref_logps" in needs:
+            view.ref_logps = state.ref_logps
+        if "hidden_states" in needs:
+            if state.hidden is None or not state.hidden.states:
+                raise RuntimeError("hidden states were requested but the policy forward did not run the backbone")
+            view.hidden_states = completion_hidden_states(state.hidden.states[0], seq_len).detach()
         for name, column in state.columns.items():
             view.columns[name] = tc.shift_to_logps(column)
         return view
@@ -227,20 +240,23 @@ class WeightedDPOTrainer(DPOTrainer):
     def token_weights(self, state: _Pass, output: FusedCausalLMOutput | None) -> torch.Tensor:
         view = self.build_view(state, output)
         state.view = view
-        weights = self.weighter(view)
-        view.values["weight"] = weights
-        return weights
+        return self.weighter(view)
 
-    def gather_flat(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate a tensor across processes along dim 0 (lengths may differ per process)."""
-        if self.accelerator.num_processes == 1:
-            return x
-        x = x.float()
-        sizes = self.accelerator.gather(torch.tensor([x.shape[0]], device=x.device))
-        padded = self.accelerator.pad_across_processes(x, dim=0, pad_index=0)
-        gathered = self.accelerator.gather(padded)
-        chunk = padded.shape[0]
-        return torch.cat([gathered[i * chunk : i * chunk + int(s)] for i, s in enumerate(sizes.tolist())], dim=0)
+    def reference_logps(self, inputs) -> torch.Tensor:
+        """Per-token reference log-probs `[2B, L-1]` from one extra no-grad reference forward (TRL's own one runs
+        only after the policy's weighted sums are taken)."""
+        if not getattr(self, "_logged_ref_pass", False):
+            self._logged_ref_pass = True
+            logger.info("the weighter needs ref_logps: one extra reference forward per batch")
+        state = _Pass(inputs, {})
+        state.capture_only = True
+        self._pass = state
+        try:
+            DPOTrainer.compute_ref_log_probs(self, self.ref_model if self.ref_model is not None else self.model,
+                                             dict(inputs))
+        finally:
+            self._pass = None
+        return state.captured[0][:, -(inputs["completion_mask"].shape[1] - 1) :]
 
     # ---- loss -------------------------------------------------------------------------------------------------
 
@@ -258,11 +274,17 @@ class WeightedDPOTrainer(DPOTrainer):
         if missing:
             raise KeyError(f"the batch has no per-token column(s) {missing}: the data collator must add them")
         state = _Pass(inputs, columns)
+        needs = self.weighter.all_needs()
+        if "ref_logps" in needs:
+            state.ref_logps = self.reference_logps(inputs)
+        if "hidden_states" in needs:  # the policy's forward is the first one that runs the backbone from here
+            state.hidden = HiddenStateCapture(model, only_grad=False)
         self._pass = state
         try:
-            result = super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
+            with state.hidden if state.hidden is not None else contextlib.nullcontext():
+                result = super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
         finally:
             self._pass = None
         loss, outputs = result if return_outputs else (result, None)
@@ -271,7 +293,7 @@ class WeightedDPOTrainer(DPOTrainer):
         extra = self.extra_token_loss(parts)
         if extra is not None:
             loss = loss + extra
-        self.log_weights(parts)
+        self.log_weights(parts, state, inputs)
         return (loss, outputs) if return_outputs else loss
 
     def token_parts(self, state: _Pass, inputs) -> DPOTokenParts:
@@ -308,7 +330,13 @@ class WeightedDPOTrainer(DPOTrainer):
     def log_metric(self, key: str, value: float) -> None:
         self._metrics[self._mode][key].append(float(value))
 
-    def log_weights(self, parts: DPOTokenParts) -> None:
+    def log_weights(self, parts: DPOTokenParts, state: _Pass, inputs) -> None:
+        """The shared weight statistics, token dump and histograms (`WeightLogging`), plus per-side statistics."""
+        if state.view is not None:
+            self.record_weights(state.view, parts.weights, parts.mask)
+            completion_mask = inputs["completion_mask"]
+            prompt_mask = inputs.get("attention_mask", torch.ones_like(completion_mask)) * (1 - completion_mask)
+            self.last_prompt = (inputs["input_ids"], prompt_mask)
         if self.uniform:
             return
         B = parts.batch_size

@@ -8,12 +8,14 @@ from typing import Any
 from trl import DPOConfig
 
 from tokrl.trainers.device_defaults import resolve_device_defaults
+from tokrl.trainers.token_dump_config import TokenDumpConfig
 
 
 @dataclass
-class WeightedDPOConfig(DPOConfig):
+class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
     r"""
-    Configuration for [`WeightedDPOTrainer`]: every field of TRL's `DPOConfig`, plus:
+    Configuration for [`WeightedDPOTrainer`]: every field of TRL's `DPOConfig`, the token-dump fields of
+    `TokenDumpConfig` (`token_dump_steps`, `token_dump_samples`: `tokrl inspect` renders the dump), plus:
 
     > Parameters that control token weighting
 
@@ -45,3 +47,4 @@ class WeightedDPOConfig(DPOConfig):
     def __post_init__(self):
         resolve_device_defaults(self)
         super().__post_init__()
+        self.check_token_dump()

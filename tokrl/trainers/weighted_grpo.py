@@ -36,8 +36,9 @@ from trl.models.utils import disable_gradient_checkpointing
 from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states, unwrap_model
 from tokrl.trainers.rollout import GenerationCapture, OldPassCapture, logit_scale, unembedding_of
 from tokrl.trainers.token_reward_funcs import TokenRewardFunctions
+from tokrl.trainers.weight_logging import WeightLogging
 from tokrl.trainers.weighted_grpo_config import WeightedGRPOConfig
-from tokrl.weighting import KNOWN_NEEDS, TokenView, TokenWeighter, build_shaper, build_weighter, weight_stats
+from tokrl.weighting import KNOWN_NEEDS, TokenView, TokenWeighter, build_shaper, build_weighter
 from tokrl.weighting.base import check_needs, rollout_weighters
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _SEQUENCE_LOSSES = ("grpo", "sapo")
 _LOCAL_TOKEN_LOSSES = ("bnpo",)
 
 
-class WeightedGRPOTrainer(GRPOTrainer):
+class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
     """GRPO whose per-token policy loss is multiplied by `weighter(view)` before TRL's aggregation.
 
     Args:
@@ -86,13 +87,7 @@ class WeightedGRPOTrainer(GRPOTrainer):
         self._batch = None
         self._logps = None
         self._capture = None
-        self.last_view: TokenView | None = None
-        self._histogram_values: list[torch.Tensor] = []
-        self.last_prompt = None
-        if getattr(self.args, "token_dump_steps", 0):
-            from tokrl.diagnostics.token_dump import TokenDumpCallback
-
-            TokenDumpCallback.attach(self)
+        self.setup_weight_logging()
 
     # ---- hooks into TRL -------------------------------------------------------------------------------------
 
@@ -299,29 +294,13 @@ class WeightedGRPOTrainer(GRPOTrainer):
         weights = self.weighter(view)
         if self.trl_top_entropy_quantile < 1.0:
             weights = weights * super().get_high_entropy_mask(entropies, mask, 1 - self.trl_top_entropy_quantile)
-        self.log_weights(view, weights, mask)
-        self.last_view = view
+        self.record_weights(view, weights, mask)
         self.last_prompt = (self._batch["prompt_ids"], self._batch["prompt_mask"])
-        view.values["weight"] = weights
         advantages = self._batch["advantages"]
         view.values["advantage"] = advantages[:, None].expand_as(weights) if advantages.dim() == 1 else advantages
         return self.normalize_weights(weights, mask)
 
     # ---- the token view ---------------------------------------------------------------------------------
-
-    def gather_flat(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate a tensor across processes along dim 0 (lengths may differ per process)."""
-        if self.accelerator.num_processes == 1:
-            return x
-        pad = torch.finfo(torch.float32).min
-        x = x.float()
-        n = torch.tensor([x.shape[0]], device=x.device)
-        sizes = self.accelerator.gather(n)
-        padded = self.accelerator.pad_across_processes(x, dim=0, pad_index=pad)
-        gathered = self.accelerator.gather(padded)
-        chunk = padded.shape[0]
-        parts = [gathered[i * chunk : i * chunk + int(s)] for i, s in enumerate(sizes.tolist())]
-        return torch.cat(parts, dim=0)
 
     def build_view(self, inputs, entropies, mask) -> TokenView:
         """Collect what the weighter (and the advantage shaper) asked for from the batch and the forward TRL just ran."""
@@ -371,35 +350,3 @@ class WeightedGRPOTrainer(GRPOTrainer):
             count, mass = totals[0], totals[1]
         scale = torch.where(mass > 0, count / mass.clamp(min=1e-12), torch.zeros_like(mass))
         return weights * scale
-
-    def log_weights(self, view: TokenView, weights: torch.Tensor, mask: torch.Tensor) -> None:
-        mode = "train" if self.model.training else "eval"
-        valid = self.gather_flat(weights[mask.bool()].float())
-        ones = torch.ones_like(valid)
-        for key, value in weight_stats(valid, ones).items():
-            self._metrics[mode][f"weights/{key}"].append(value)
-        for key, value in view.stats.items():
-            self._metrics[mode][f"weights/{key}"].append(value)
-        if mode == "train" and self._tensorboard() is not None:
-            self._histogram_values.append(valid.detach().cpu())
-
-    def _tensorboard(self):
-        """The TensorBoard writer of TRL's callback, when `report_to` includes tensorboard."""
-        for callback in self.callback_handler.callbacks:
-            if type(callback).__name__ == "TensorBoardCallback":
-                return getattr(callback, "tb_writer", None)
-        return None
-
-    def log(self, logs, start_time=None):
-        super().log(logs, start_time)
-        writer = self._tensorboard() if self._histogram_values else None
-        if writer is not None and self.accelerator.is_main_process:
-            values = torch.cat(self._histogram_values).float().numpy()
-            writer.add_histogram("weights/histogram", values, self.state.global_step)
-            entropies = self.last_view.values.get("entropy") if self.last_view is not None else None
-            if entropies is not None:
-                mask = self.last_view.completion_mask.bool()
-                writer.add_histogram("weights/entropy_histogram", entropies[mask].float().cpu().numpy(),
-                                     self.state.global_step)
-            writer.flush()
-        self._histogram_values = []

@@ -8,6 +8,7 @@ from typing import Any
 from trl import GRPOConfig
 
 from tokrl.trainers.device_defaults import resolve_device_defaults
+from tokrl.trainers.token_dump_config import TokenDumpConfig
 from tokrl.weighting import build_shaper, build_weighter
 from tokrl.weighting.base import rollout_weighters
 
@@ -23,9 +24,10 @@ MOVED_FIELDS = {
 
 
 @dataclass
-class WeightedGRPOConfig(GRPOConfig):
+class WeightedGRPOConfig(TokenDumpConfig, GRPOConfig):
     r"""
-    Configuration for [`WeightedGRPOTrainer`]: every field of TRL's `GRPOConfig`, plus:
+    Configuration for [`WeightedGRPOTrainer`]: every field of TRL's `GRPOConfig`, the token-dump fields of
+    `TokenDumpConfig` (`token_dump_steps`, `token_dump_samples`), plus:
 
     > Parameters that control token weighting
 
@@ -47,11 +49,6 @@ class WeightedGRPOConfig(GRPOConfig):
     advantage_shaping (`str` or `dict`, *optional*, defaults to `None`):
         Advantage-shaper spec, resolved by name through the tokrl registry (e.g. `{"name": "entropy_bonus",
         "alpha": 0.4, "kappa": 2}`): a per-token change of the advantages at loss time. `None`: no shaping.
-    token_dump_steps (`int`, *optional*, defaults to `0`):
-        Every this many steps, write a bounded sample of completions with per-token values to
-        `output_dir/token_values.jsonl`. 0 disables.
-    token_dump_samples (`int`, *optional*, defaults to `4`):
-        Completions written per dump.
     rollout_state_source (`str`, *optional*, defaults to `"auto"`):
         Where rollout weighters (THR) get the old policy's hidden states, log-probs and entropies. `"auto"`: TRL's
         old-log-prob pass when it runs, else the generation itself (plain `transformers` generation), else one extra
@@ -82,10 +79,6 @@ class WeightedGRPOConfig(GRPOConfig):
         default=None,
         metadata={"help": "Advantage-shaper spec (name or mapping with 'name'), e.g. entropy_bonus; None = none."},
     )
-    token_dump_steps: int = field(
-        default=0, metadata={"help": "Write per-token values every N steps to token_values.jsonl; 0 = off."}
-    )
-    token_dump_samples: int = field(default=4, metadata={"help": "Completions written per token dump."})
     rollout_state_source: str = field(
         default="auto",
         metadata={"help": "'auto' (TRL's old-logprob pass, else generation, else an extra forward) or 'forward'."},
@@ -110,8 +103,7 @@ class WeightedGRPOConfig(GRPOConfig):
                 "weight_normalizer='selected' is not defined for loss_type='luspo' (it sums tokens per sequence "
                 "without a token-count denominator); use weight_normalizer='all' or another loss_type"
             )
-        if self.token_dump_steps < 0 or self.token_dump_samples < 0:
-            raise ValueError("token_dump_steps and token_dump_samples must be >= 0")
+        self.check_token_dump()
         if self.rollout_state_source not in STATE_SOURCES:
             raise ValueError(f"rollout_state_source must be one of {STATE_SOURCES}, got {self.rollout_state_source!r}")
         if self.token_advantage not in TOKEN_ADVANTAGES:
