@@ -44,3 +44,18 @@ def test_local_checkpoint_round_trip(tmp_path, tiny):
     model, tokenizer = models.load_model(str(path))
     torch.testing.assert_close(model.lm_head.weight, tiny[0].lm_head.weight)
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+
+
+def test_first_conversion_says_so_once_and_where(tmp_path, monkeypatch, capsys):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: models.tiny_tokenizer())
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: models.tiny_model()[0])
+    gguf = tmp_path / "pkg" / "Some-Model.Q4_1.gguf"
+    out = tmp_path / "cache" / "some-model"
+    assert models.convert_gguf(gguf, out) == out and (out / "tokrl_complete.json").is_file()
+    lines = [line for line in capsys.readouterr().out.splitlines() if "[tokrl]" in line]
+    assert lines == [f"[tokrl] first use of Some-Model.Q4_1.gguf: converting it once to an fp32 checkpoint in {out} "
+                     "(about 30 s; $TOKRL_CACHE moves it)"]
+    models.convert_gguf(gguf, out)
+    assert "[tokrl]" not in capsys.readouterr().out

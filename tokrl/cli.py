@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from tokrl.console import error, quiet_third_party
+
 # name -> module; each module has HELP, add_arguments(parser) and run(args) -> int. Imported lazily so that
 # `tokrl --help` stays fast and a missing optional extra breaks only its own command.
 COMMANDS = {
@@ -34,11 +36,14 @@ def _available() -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokrl", description="Token-level credit assignment for RL fine-tuning.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="keep third-party warnings tokrl hides by default")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, path in _available().items():
         module = importlib.import_module(path)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="keep third-party warnings tokrl hides by default")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -46,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--verbose" not in argv:  # before the command modules import anything that warns
+        quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -54,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("tokrl: interrupted", file=sys.stderr)
+        error("interrupted")
         return 130
     except Exception as exc:  # one readable line; --debug shows the traceback
         if getattr(args, "debug", False):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         kind = "" if type(exc).__name__ in ("RecipeError",) else f"{type(exc).__name__}: "
-        print(f"tokrl: error: {kind}{message} (run with --debug for the traceback)", file=sys.stderr)
+        error(f"{kind}{message} (run with --debug for the traceback)")
         return 2
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from tokrl.console import is_main_process
 from tokrl.rewards import accuracy_reward
 
 
@@ -18,6 +20,25 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+@contextlib.contextmanager
+def whole_parameters(model):
+    """Gather a ZeRO-3 model's partitioned parameters for the duration (a no-op for any other model).
+
+    ZeRO-3 keeps a slice of each weight per rank (a model loaded under `accelerate launch` with ZeRO-3 is
+    partitioned from the start), so `generate` on the bare module would see empty weights. Every rank must enter
+    together: evaluation runs on all ranks. Parameters already gathered (inside TRL's
+    `unwrap_model_for_generation`) are left alone."""
+    partitioned = [p for p in model.parameters()
+                   if getattr(getattr(p, "ds_status", None), "name", "") == "NOT_AVAILABLE"]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned):
+        yield
 
 
 @torch.no_grad()
@@ -32,16 +53,18 @@ def generate(
     temperature: float = 1.0,
     do_sample: bool = False,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
+    desc: str = "generating",
 ) -> list[list[str]]:
-    """Completions for chat (list of messages) or plain-text prompts: `num_samples` strings per prompt."""
+    """Completions for chat (list of messages) or plain-text prompts: `num_samples` strings per prompt.
+
+    A progress bar (main process only) unless `progress=False`."""
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    device = next(model.parameters()).device
     texts = [
         tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
         for p in prompts
@@ -49,22 +72,14 @@ def generate(
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     out: list[list[str]] = []
+    starts = tqdm(range(0, len(texts), batch_size), disable=not (progress and is_main_process()), desc=desc,
+                  unit="batch")
     try:
-        for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="generating"):
-            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(device)
-            ids = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                temperature=temperature if do_sample else None,
-                top_p=1.0 if do_sample else None,
-                top_k=0 if do_sample else None,
-                num_return_sequences=num_samples,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            out.extend(decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples))
+        with whole_parameters(model):
+            device = next(model.parameters()).device
+            for start in starts:
+                out.extend(_generate_batch(model, tokenizer, texts[start : start + batch_size], device,
+                                           max_new_tokens, do_sample, temperature, num_samples))
     finally:
         torch.random.set_rng_state(generator_state)
         tokenizer.padding_side = side
@@ -72,8 +87,24 @@ def generate(
     return out
 
 
+def _generate_batch(model, tokenizer, texts, device, max_new_tokens, do_sample, temperature, num_samples):
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    ids = model.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=1.0 if do_sample else None,
+        top_k=0 if do_sample else None,
+        num_return_sequences=num_samples,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples)]
+
+
 def evaluate_accuracy(model, tokenizer, dataset, *, max_new_tokens: int = 24, batch_size: int = 32,
-                      reward: Callable = accuracy_reward, progress: bool = False) -> float:
+                      reward: Callable = accuracy_reward, progress: bool = True) -> float:
     """Mean greedy reward (accuracy for a 0/1 reward) on a dataset with `prompt` and `answer` columns."""
     return evaluate(model, tokenizer, dataset, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     reward=reward, progress=progress)["accuracy"]
@@ -101,7 +132,7 @@ def evaluate(
     temperature: float = 1.0,
     reward: Callable | Sequence[Callable] = accuracy_reward,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
     per_prompt: bool = False,
 ) -> dict:
     """Greedy accuracy and mean reward, and pass@k for each k from `num_samples` (default max k) samples per prompt.
@@ -119,7 +150,7 @@ def evaluate(
     if not prompts:
         raise ValueError("evaluation dataset is empty")
     greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                      progress=progress)
+                      progress=progress, desc="eval: greedy")
     per_reward = score_completions(rewards, _rows(dataset), _as_completions(prompts, [g[0] for g in greedy]))
     scores = [0.0 if math.isnan(x) else x for x in per_reward[0]]
     totals = [sum(0.0 if math.isnan(v) else v for v in vals) for vals in zip(*per_reward)]
@@ -130,7 +161,7 @@ def evaluate(
         n = num_samples or max(k)
         samples = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                            batch_size=max(1, batch_size // n), num_samples=n, temperature=temperature,
-                           do_sample=True, seed=seed, progress=progress)
+                           do_sample=True, seed=seed, progress=progress, desc=f"eval: {n} samples a prompt")
         flat_prompts = [p for p in prompts for _ in range(n)]
         first = score_completions(rewards[:1], _rows(dataset, n),
                                   _as_completions(flat_prompts, [t for s in samples for t in s]))[0]

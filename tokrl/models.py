@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import os
 import string
 from pathlib import Path
 
 import torch
 
-logger = logging.getLogger(__name__)
+from tokrl.console import say
 
 EMBEDDED = {
     # name -> (package that ships the GGUF, file name inside it)
@@ -50,7 +49,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     marker = out_dir / "tokrl_complete.json"
     if marker.is_file():
         return out_dir
-    logger.info("converting %s to an fp32 checkpoint in %s (once)", gguf_path, out_dir)
+    say(f"first use of {gguf_path.name}: converting it once to an fp32 checkpoint in {out_dir} "
+        "(about 30 s; $TOKRL_CACHE moves it)")
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)

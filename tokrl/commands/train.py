@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from tokrl.console import is_main_process, say
 from tokrl.recipe import RecipeError, check_keys, load_recipe, section
 
 HELP = "train a GRPO-family recipe (grpo, forking_grpo, thr_grpo): tokrl train RECIPE.yaml [key=value ...]"
@@ -28,7 +29,8 @@ def add_arguments(parser):
 def run(args) -> int:
     result = train_recipe(args.recipe, args.overrides)
     shown = {k: _headline(v) if k.startswith("eval_") else v for k, v in result.items() if k != "trainer"}
-    print(json.dumps(shown, indent=1))
+    if is_main_process():
+        print(json.dumps(shown, indent=1))
     return 0
 
 
@@ -105,8 +107,7 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
     if eval_cfg["before"] and len(eval_data):
         t0 = time.time()
         summary["eval_before"] = evaluate(model, tokenizer, eval_data, **eval_kwargs)
-        print(f"[tokrl] eval before training: {_headline(summary['eval_before'])} ({time.time() - t0:.0f}s)",
-              flush=True)
+        say(f"eval before training: {_headline(summary['eval_before'])} ({time.time() - t0:.0f}s)")
 
     trainer = run["trainer_cls"](model=model, reward_funcs=run["rewards"], args=config, train_dataset=data["train"],
                                  processing_class=tokenizer, peft_config=run["peft_config"],
@@ -118,8 +119,12 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
     trainer.save_model(str(run_dir / "final"))
 
     if eval_cfg["after"] and len(eval_data):
-        summary["eval_after"] = evaluate(trainer.model, tokenizer, eval_data, **eval_kwargs)
-        print(f"[tokrl] eval after training: {_headline(summary['eval_after'])}", flush=True)
+        from trl.models.utils import unwrap_model_for_generation
+
+        t0 = time.time()
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:  # ZeRO-3: gathered
+            summary["eval_after"] = evaluate(policy, tokenizer, eval_data, **eval_kwargs)
+        say(f"eval after training: {_headline(summary['eval_after'])} ({time.time() - t0:.0f}s)")
     if trainer.accelerator.is_main_process:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["trainer"] = trainer

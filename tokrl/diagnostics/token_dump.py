@@ -1,8 +1,8 @@
 """Token dumps: a bounded sample of completions with the per-token values the weighter used.
 
-Every `token_dump_steps` optimizer steps, `TokenDumpCallback` appends up to `token_dump_samples` completions of
-the trainer's last weighted micro-batch (`trainer.last_view`) to `RUN_DIR/token_values.jsonl`, one JSON object
-per completion:
+At the first and every `token_dump_steps`-th optimizer step, `TokenDumpCallback` appends up to `token_dump_samples`
+completions of the trainer's last weighted micro-batch (`trainer.last_view`) to `RUN_DIR/token_values.jsonl`, one
+JSON object per completion:
 
     {"step": 10, "sample": 0, "pieces": ["4", "2"], "ids": [57, 55],
      "values": {"weight": [1.0, 0.0], "entropy": [2.31, 0.12], "advantage": [0.5, 0.5]},
@@ -248,7 +248,8 @@ def run_info(trainer) -> dict:
 
 
 class TokenDumpCallback(TrainerCallback):
-    """Writes `trainer.last_view` to `token_values.jsonl` every `args.token_dump_steps` steps (main process only).
+    """Writes `trainer.last_view` to `token_values.jsonl` at step 1 and every `args.token_dump_steps` steps
+    (main process only).
 
     Attach with `TokenDumpCallback.attach(trainer)`. The trainer must keep `last_view` (a `TokenView` whose
     `values` hold the per-token tensors its weighter used). Optional: `trainer.last_prompt = (prompt_ids,
@@ -276,7 +277,8 @@ class TokenDumpCallback(TrainerCallback):
             write_json_atomic(Path(args.output_dir) / RUN_INFO, run_info(self.trainer))
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.every <= 0 or not state.is_world_process_zero or state.global_step % self.every:
+        due = state.global_step == 1 or state.global_step % max(self.every, 1) == 0  # a short run has one too
+        if self.every <= 0 or not state.is_world_process_zero or not due:
             return
         view = getattr(self.trainer, "last_view", None)
         if view is None or state.global_step == self._last_step:

@@ -10,15 +10,17 @@ class TokenDumpConfig:
     r"""
     > Parameters that control the token dump (shared by every tokrl config)
 
-    token_dump_steps (`int`, *optional*, defaults to `0`):
-        Every this many steps, write a bounded sample of completions with their per-token values (weight, entropy,
-        log-prob, data columns) to `output_dir/token_values.jsonl`, which `tokrl inspect` renders. 0 disables.
+    token_dump_steps (`int`, *optional*, defaults to `20`):
+        At the first step and every this many steps after, write a bounded sample of completions with their
+        per-token values (weight, entropy, log-prob, data columns) to `output_dir/token_values.jsonl`, which
+        `tokrl inspect` renders (on by default so that every run can be inspected). 0 disables.
     token_dump_samples (`int`, *optional*, defaults to `4`):
         Completions written per dump.
     """
 
     token_dump_steps: int = field(
-        default=0, metadata={"help": "Write per-token values every N steps to token_values.jsonl; 0 = off."}
+        default=20,
+        metadata={"help": "Write per-token values at step 1 and every N steps to token_values.jsonl; 0 = off."},
     )
     token_dump_samples: int = field(default=4, metadata={"help": "Completions written per token dump."})
 
