@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.distributed
 def test_two_process_zero3_run_evaluates_before_and_after_and_speaks_once(tmp_path):
+    from tokrl.commands.train import prepare_run
     from tokrl.evaluation import evaluate, generate
     from tokrl.models import load_model, save_tiny_model
 
@@ -34,7 +35,8 @@ def test_two_process_zero3_run_evaluates_before_and_after_and_speaks_once(tmp_pa
            "--main_process_port", str(29500 + (os.getpid() + 7) % 1000), "--config_file",
            str(ROOT / "configs" / "zero3.yaml"), str(Path(__file__).parent / "zero3_eval_run.py"),
            str(path), str(tiny), str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)])}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
@@ -47,19 +49,15 @@ def test_two_process_zero3_run_evaluates_before_and_after_and_speaks_once(tmp_pa
 
     # Eval before and after ran with the shipped settings, and the main process alone printed them.
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    keys = {"accuracy", "num_prompts", "per_prompt"} | {f"pass@{k}" for k in shipped_eval["pass_k"]}
-    assert set(summary["eval_before"]) == keys and set(summary["eval_after"]) == keys
-    assert summary["eval_before"]["num_prompts"] == 6.0
-    one = evaluate(model, tokenizer, _eval_split(recipe), max_new_tokens=6, batch_size=shipped_eval["batch_size"],
-                   k=shipped_eval["pass_k"], num_samples=shipped_eval["num_samples"], per_prompt=True)
+    run = prepare_run(path)
+    one = evaluate(model, tokenizer, run["data"]["eval"], max_new_tokens=6, batch_size=shipped_eval["batch_size"],
+                   k=shipped_eval["pass_k"], num_samples=shipped_eval["num_samples"], per_prompt=True,
+                   reward=run["rewards"])
+    assert {f"pass@{k}" for k in shipped_eval["pass_k"]} <= set(one) and one["num_prompts"] == 6.0
     assert summary["eval_before"] == one
+    assert set(summary["eval_after"]) == set(one)
     assert proc.stdout.count("[tokrl] eval before training") == 1
     assert proc.stdout.count("[tokrl] eval after training") == 1
     assert proc.stdout.count('"eval_after"') == 1  # the summary
     assert "Setting accelerator to CPU" not in proc.stdout.split("[tokrl]", 1)[1]  # after the launcher's own line
 
-
-def _eval_split(recipe):
-    from tokrl.commands.train import build_task
-
-    return build_task(recipe["task"], "r.yaml").build()["eval"]
