@@ -161,10 +161,28 @@ def test_two_arms_two_seeds_killed_and_resumed_end_to_end(spec_file, tmp_path):
         fracs = [json.loads(line)["weights/kept_frac"] for line in lines if "weights/kept_frac" in line]
         assert fracs and all(0.5 <= f <= 0.5 + 1 / 16 for f in fracs)
     md = (out / "results.md").read_text()
-    assert "| `random50` | grpo | 2 |" in md and "vs uniform" in md
+    assert "| `random50` | grpo | 2 |" in md and "| `uniform` |" in md and "vs baseline" in md
     assert (out / "reward_curves.png").stat().st_size > 0 and (out / "speed.png").stat().st_size > 0
 
     # a spec whose runs changed is refused for the finished runs, not silently mixed
     changed = write(spec_file.with_name("changed.yaml"), {**yaml.safe_load(spec_file.read_text()),
                                                           "budget": {**SPEC["budget"], "max_steps": 3}})
     assert main(["compare", str(changed), "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "compare").glob("*.yaml")))
+def test_shipped_specs_validate_every_arm(name, tmp_path):
+    from tokrl.commands.compare import validate_spec
+
+    spec = load_spec(ROOT / "compare" / name, tmp_path / "out")
+    assert len(spec.seeds) >= 3 and len(spec.runs) == len(spec.arms) * len(spec.seeds)
+    validate_spec(spec)  # raises with the file and key on any bad arm
+
+
+def test_a_bad_arm_is_refused_before_any_run_starts(spec_file, tmp_path, capsys):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["arms"]["random50"]["overrides"]["weighting"] = {"name": "random_quantle"}
+    bad = write(tmp_path / "bad.yaml", spec)
+    assert main(["compare", str(bad), "--no-progress"]) == 2
+    assert "random_quantile" in capsys.readouterr().err  # did you mean
+    assert not (tmp_path / "out" / "runs").exists()

@@ -34,17 +34,18 @@ def summarize(spec: Spec, *, num_resamples: int = 10000) -> dict:
             by_arm[run.arm][run.seed] = result
     all_results = [r for seeds in by_arm.values() for r in seeds.values()]
     metrics = metric_names(all_results)
-    base = by_arm.get(spec.baseline, {})
     arms = {}
     for arm, seeds in by_arm.items():
-        entry: dict = {"method": spec.arms[arm]["method"], "recipe": spec.arms[arm]["recipe"],
+        baseline = spec.arms[arm]["baseline"]
+        base = by_arm.get(baseline, {})
+        entry: dict = {"method": spec.arms[arm]["method"], "recipe": spec.arms[arm]["recipe"], "baseline": baseline,
                        "overrides": spec.arms[arm]["overrides"], "seeds": sorted(seeds),
                        "missing_seeds": [s for s in spec.seeds if s not in seeds], "metrics": {}, "vs_baseline": {}}
         for name in metrics:
             values = [r["eval"][name] for r in seeds.values() if isinstance(r["eval"].get(name), (int, float))]
             if values:
                 entry["metrics"][name] = {**mean_ci(values), "values": values}
-            if arm == spec.baseline:
+            if arm == baseline:
                 continue
             mine = {s: r["eval"]["per_prompt"][name] for s, r in seeds.items()
                     if name in (r["eval"].get("per_prompt") or {})}
@@ -90,23 +91,24 @@ def _num(value, fmt: str) -> str:
 def markdown(summary: dict, images: list[str]) -> str:
     metrics, base = summary["metrics"], summary["baseline"]
     lines = [f"# Comparison: {summary['name']}", "",
-             f"Spec: `{summary['spec']}`; seeds {summary['seeds']}; baseline arm `{base}`; "
+             f"Spec: `{summary['spec']}`; seeds {summary['seeds']}; baseline arm `{base}` unless a row names another; "
              f"{summary['runs']['finished']} of {summary['runs']['planned']} runs finished.", "",
              f"Budget: `{json.dumps(summary['budget'])}`", "",
              "Each metric: mean over seeds [95% t-interval]. Difference: arm minus baseline, paired on the same eval "
              "prompts and seeds, [95% bootstrap interval over prompts x seeds]. A verdict says better or worse only "
              "when that interval excludes 0.", ""]
-    head = ["Arm", "Method", "Seeds"] + metrics
+    head = ["Arm", "Method", "Seeds"] + metrics + ["Baseline"]
     for name in metrics:
-        head += [f"{name} vs {base}", "Verdict"]
+        head += [f"{name} vs baseline", "Verdict"]
     head += ["Kept frac", "Weight mean", "s/step", "tokens/s"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, e in summary["arms"].items():
         seeds = f"{len(e['seeds'])}" + (f" (missing {e['missing_seeds']})" if e["missing_seeds"] else "")
         row = [f"`{arm}`", e["method"], seeds] + [_interval(e["metrics"].get(m)) for m in metrics]
+        row.append("(itself)" if arm == e["baseline"] else f"`{e['baseline']}`")
         for m in metrics:
             d = e["vs_baseline"].get(m)
-            row += ["(baseline)", ""] if arm == base else [_diff(d), d["verdict"] if d else "-"]
+            row += ["", ""] if arm == e["baseline"] else [_diff(d), d["verdict"] if d else "-"]
         row += [_num(e.get("kept_frac"), ".3f"), _num(e.get("weight_mean"), ".3f"), _num(e.get("step_time"), ".1f"),
                 _num(e.get("tokens_per_s"), ".0f")]
         lines.append("| " + " | ".join(row) + " |")

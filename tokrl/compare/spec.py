@@ -3,7 +3,8 @@
     name: embedded                       # optional; the report's title
     output_dir: runs/compare/embedded    # default runs/compare/<spec file stem>
     seeds: [0, 1, 2]
-    baseline: grpo                       # the arm every other arm is compared with (default: the first)
+    baseline: grpo                       # the arm the others are compared with (default: the first); an arm may
+                                         # name its own (`baseline: sft_all`), e.g. two families in one spec
     overrides: {trainer.learning_rate: 1.0e-5}      # applied to every arm (before the budget)
     budget:
       max_steps: 12                      # optimizer steps (GRPO family and DPO pipelines)
@@ -33,7 +34,7 @@ import yaml
 from tokrl.recipe import RecipeError, check_keys, load_recipe, load_yaml
 
 SPEC_KEYS = ("name", "description", "output_dir", "seeds", "baseline", "overrides", "budget", "arms")
-ARM_KEYS = ("recipe", "overrides", "description")
+ARM_KEYS = ("recipe", "overrides", "baseline", "description")
 BUDGET_KEYS = ("max_steps", "completions_per_step", "save_steps", "eval")
 ONLINE = "online"
 PREFERENCE = "preference"
@@ -162,8 +163,11 @@ def load_spec(path, output_dir: str | None = None) -> Spec:
         if not method:
             raise RecipeError(f"{recipe_path}: the recipe has no 'method'")
         command, family = family_of(str(method))
+        arm_baseline = str(entry.get("baseline", spec.baseline))
+        if arm_baseline not in arms:
+            raise RecipeError(f"{file}: arms.{arm}.baseline '{arm_baseline}' is not an arm; arms: {', '.join(arms)}")
         spec.arms[arm] = {"recipe": str(recipe_path), "method": method, "command": command, "family": family,
-                          "overrides": dict(own)}
+                          "overrides": dict(own), "baseline": arm_baseline}
         for seed in spec.seeds:
             run_dir = out / "runs" / str(arm) / f"seed{seed}"
             items = base_items + budget_overrides(budget, family, seed, arm, file) + [_flat(k, v) for k, v in own]
