@@ -86,6 +86,8 @@ class CDPOConfig(WeightedDPOConfig):
                 )
             if self.ld_alpha is not None or self.use_weighting:
                 raise ValueError("loss_granularity='position' does not combine with ld_alpha or use_weighting")
+            if self.pair_weight_column is not None:
+                raise ValueError("loss_granularity='position' does not combine with pair_weight_column")
 
 
 def position_loss(parts: DPOTokenParts, beta: float) -> torch.Tensor:
@@ -118,7 +120,7 @@ class CDPOTrainer(WeightedDPOTrainer):
 
     def dpo_loss(self, trl_loss: torch.Tensor, parts: DPOTokenParts) -> torch.Tensor:
         if self.loss_granularity == "sequence":
-            return trl_loss
+            return super().dpo_loss(trl_loss, parts)
         loss = position_loss(parts, self.beta)
         self.log_metric("cdpo/position_loss", self.accelerator.gather(loss.detach()).mean().item())
         return loss

@@ -14,6 +14,9 @@ captured, the weights, the mask, the per-token data columns):
 - `dpo_loss(trl_loss, parts)`: replace TRL's loss (cDPO's per-position form);
 - `extra_token_loss(parts)`: add a per-token term (T-REG's regulariser).
 
+Per-pair weights (`pair_weight_column`, one number per row; `tokrl.trainers.pair_weights`): the loss becomes the
+weighted mean of the per-pair sigmoid losses, recomputed from the same log-ratios (`parts.pair_weights`).
+
 Loss types that divide by the completion length (`ipo`, `sigmoid_norm`) still divide by the unweighted token count.
 `precompute_ref_log_probs=True`: TRL caches unweighted reference sums at init, which would not match weighted policy
 sums, so it is refused unless the weighter is `Uniform`.
@@ -32,6 +35,7 @@ from datasets import Dataset
 from trl import DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
+from tokrl.trainers import pair_weights as pw
 from tokrl.trainers import token_columns as tc
 from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states
 from tokrl.trainers.weight_logging import WeightLogging
@@ -62,6 +66,7 @@ class DPOTokenParts:
     mask: torch.Tensor
     columns: dict[str, torch.Tensor] = field(default_factory=dict)
     completion_ids: torch.Tensor | None = None  # input_ids[:, 1:], the token each log-prob position scores
+    pair_weights: torch.Tensor | None = None  # [B], from `pair_weight_column`
 
     @property
     def batch_size(self) -> int:
@@ -133,6 +138,12 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
             self.data_collator = tc.PairColumnCollator(
                 self.data_collator, self.column_names, self.args.max_length, self.args.truncation_mode
             )
+        self.pair_weight_column = getattr(self.args, "pair_weight_column", None)
+        if self.pair_weight_column:
+            for name, dataset in self._datasets():
+                if isinstance(dataset, Dataset):
+                    pw.check_dataset(dataset, self.pair_weight_column, name)
+            self.data_collator = pw.PairWeightCollator(self.data_collator, self.pair_weight_column)
         self._register_hooks()
         self.setup_weight_logging()
 
@@ -172,6 +183,9 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
         # Keep the per-token columns through `remove_unused_columns` (TRL 1.16 keeps only prompt/chosen/rejected
         # ids and the ref log-probs; pinned by a test).
         super()._set_signature_columns_if_needed()
+        column = getattr(self.args, "pair_weight_column", None)
+        if column and column not in self._signature_columns:
+            self._signature_columns.append(column)
         for name in self.column_names:
             for side in tc.SIDES:
                 column = tc.side_column(side, name)
@@ -261,6 +275,7 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
     # ---- loss -------------------------------------------------------------------------------------------------
 
     def compute_ref_log_probs(self, model, inputs):
+        inputs.pop(pw.BATCH_KEY, None)
         columns = tc.pop_columns(inputs)
         self._pass = _Pass(inputs, columns)
         try:
@@ -269,6 +284,7 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
             self._pass = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        pair_weights = inputs.pop(pw.BATCH_KEY, None)
         columns = tc.pop_columns(inputs)
         missing = [n for n in self.column_names if n not in columns]
         if missing:
@@ -289,6 +305,7 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
             self._pass = None
         loss, outputs = result if return_outputs else (result, None)
         parts = self.token_parts(state, inputs)
+        parts.pair_weights = pair_weights
         loss = self.dpo_loss(loss, parts)
         extra = self.extra_token_loss(parts)
         if extra is not None:
@@ -314,8 +331,11 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
         return DPOTokenParts(policy, ref, ref_sums, state.weights.to(policy.dtype), mask, columns, ids)
 
     def dpo_loss(self, trl_loss: torch.Tensor, parts: DPOTokenParts) -> torch.Tensor:
-        """The DPO part of the loss; TRL's (computed from the weighted log-ratios) unless a subclass replaces it."""
-        return trl_loss
+        """The DPO part of the loss: TRL's (from the weighted log-ratios), or its per-pair weighted mean."""
+        if parts.pair_weights is None:
+            return trl_loss
+        self.log_metric("pair_weights/mean", self.accelerator.gather(parts.pair_weights).mean().item())
+        return pw.weighted_sigmoid_loss(*parts.logratios(), self.beta, parts.pair_weights)
 
     def extra_token_loss(self, parts: DPOTokenParts) -> torch.Tensor | None:
         """A per-token term added to the loss (a per-micro-batch mean, like TRL's); None = nothing."""

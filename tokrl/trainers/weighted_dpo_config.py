@@ -8,6 +8,7 @@ from typing import Any
 from trl import DPOConfig
 
 from tokrl.trainers.device_defaults import resolve_device_defaults
+from tokrl.trainers.pair_weights import check_config as check_pair_weight_config
 from tokrl.trainers.token_dump_config import TokenDumpConfig
 
 
@@ -25,6 +26,10 @@ class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
         weights multiply the per-token log-probs of the policy and of the reference before TRL sums them, so
         every DPO log-ratio becomes `sum_t w_t (log pi_theta - log pi_ref)`. `None` means uniform weights, i.e.
         plain DPO. A `weighter=` object passed to the trainer takes precedence.
+    pair_weight_column (`str`, *optional*, defaults to `None`):
+        Dataset column with one weight per preference pair (a finite number >= 0): the loss is the mean over the
+        batch of `w_i * -log sigma(beta * margin_i)` (all weights 1 is TRL's DPO). Needs `loss_type="sigmoid"`.
+        Composes with per-token weights, which act inside the margins.
 
     `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present, fp32
     and no checkpointing on a CPU.
@@ -37,6 +42,11 @@ class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
             "per-token log-probs. None = uniform, i.e. plain DPO."
         },
     )
+    pair_weight_column: str | None = field(
+        default=None,
+        metadata={"help": "Dataset column with one weight >= 0 per pair; the loss is the weighted mean of the "
+                          "per-pair sigmoid losses. None = unweighted."},
+    )
     bf16: bool | None = field(
         default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator, off on CPU."}
     )
@@ -48,3 +58,4 @@ class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
         resolve_device_defaults(self)
         super().__post_init__()
         self.check_token_dump()
+        check_pair_weight_config(self)
