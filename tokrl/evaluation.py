@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokrl.console import is_main_process
+from tokrl.recipe import RecipeError
 from tokrl.rewards import accuracy_reward
 
 
@@ -20,6 +21,31 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def check_eval_settings(settings: dict, name=lambda key: f"eval.{key}") -> None:
+    """Range checks of the eval settings (`tokrl train`'s `eval:` section, `tokrl eval`'s flags), before any model
+    is loaded: a RecipeError naming the setting (`name(key)`) for a value that would fail or mislead later."""
+    def positive_int(key, value, allow_none=True):
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RecipeError(f"{name(key)} must be a whole number >= 1, got {value!r}")
+
+    for key in ("max_new_tokens", "num_prompts", "num_samples"):
+        positive_int(key, settings.get(key))
+    positive_int("batch_size", settings.get("batch_size"), allow_none=False)
+    ks = settings.get("pass_k") or []
+    if not isinstance(ks, (list, tuple)):
+        raise RecipeError(f"{name('pass_k')} must be a list of k values (e.g. [1, 8]), got {ks!r}")
+    for k in ks:
+        positive_int("pass_k", k, allow_none=False)
+    n = settings.get("num_samples")
+    if ks and n is not None and n < max(ks):
+        raise RecipeError(f"{name('num_samples')} ({n}) must be >= the largest pass@k k ({max(ks)})")
+    temperature = settings.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise RecipeError(f"{name('temperature')} must be a number > 0 (sampling for pass@k), got {temperature!r}")
 
 
 @contextlib.contextmanager

@@ -78,10 +78,18 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(convert_gguf(embedded_gguf(key), cache_dir() / key))
     text = str(name_or_path)
     looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep + os.sep in text
-    if looks_local and not Path(text).expanduser().exists():
+    local = Path(text).expanduser()
+    if looks_local and not local.exists():
         raise FileNotFoundError(
             f"model '{text}': no such directory (embedded models: {', '.join(EMBEDDED)}; or give an HF hub id)"
         )
+    if local.is_dir() and not any((local / f).is_file() for f in ("config.json", "adapter_config.json")):
+        inside = sorted(p.name for p in local.iterdir())[:5]
+        hint = "a run directory: its trained model is in final/" if (local / "final").is_dir() else \
+            f"it holds {inside}" if inside else "it is empty"
+        raise FileNotFoundError(f"model '{text}': {local} has no config.json, so it is not a saved model ({hint})")
+    if local.is_file():
+        raise FileNotFoundError(f"model '{text}': {local} is a file; give the checkpoint directory")
     return text
 
 
@@ -90,7 +98,11 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:  # transformers' own message does not name the directory
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"model '{name_or_path}': could not load a tokenizer from {path}: {first}") from None
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     prepare_tokenizer(tokenizer)
     return model, tokenizer

@@ -44,7 +44,7 @@ def eval_settings(recipe: dict, args) -> dict:
 
 def run(args) -> int:
     from tokrl.data.dataset import recipe_data
-    from tokrl.evaluation import evaluate
+    from tokrl.evaluation import check_eval_settings, evaluate
     from tokrl.models import load_model
     from tokrl.recipe import RecipeError, load_recipe
     from tokrl.rewards import resolve_rewards
@@ -52,9 +52,11 @@ def run(args) -> int:
     file = args.recipe or "<default task>"
     recipe = load_recipe(args.recipe) if args.recipe else {}
     settings = eval_settings(recipe, args)
-    k, n = settings["pass_k"] or [], settings["num_samples"]
-    if n is not None and k and n < max(k):
-        raise ValueError(f"--num-samples ({n}) must be >= the largest --pass-k ({max(k)})")
+
+    def name(key):
+        return f"--{key.replace('_', '-')}" if getattr(args, key) is not None else f"{file}: eval.{key}"
+
+    check_eval_settings(settings, name)
     data = recipe_data(recipe, file)["eval"]
     if len(data) == 0:
         raise RecipeError(f"{file}: the data has no eval rows (set data.eval_split, data.eval_path or "
@@ -70,7 +72,8 @@ def run(args) -> int:
         raise RecipeError("tokrl eval: give --model (or a --recipe with a model)")
     model, tokenizer = load_model(str(model_id), trust_remote_code=bool(recipe.get("trust_remote_code", False)))
     result = evaluate(model, tokenizer, data, max_new_tokens=settings["max_new_tokens"],
-                      batch_size=settings["batch_size"], k=k, num_samples=n, temperature=settings["temperature"],
+                      batch_size=settings["batch_size"], k=settings["pass_k"] or [],
+                      num_samples=settings["num_samples"], temperature=settings["temperature"],
                       reward=rewards, seed=args.seed, progress=True)
     result["model"] = str(model_id)
     if args.recipe:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tokrl.console import is_main_process, say
+from tokrl.evaluation import check_eval_settings
 from tokrl.recipe import RecipeError, check_keys, load_recipe, section
 
 HELP = "train a GRPO-family recipe (grpo, forking_grpo, thr_grpo): tokrl train RECIPE.yaml [key=value ...]"
@@ -51,6 +52,7 @@ def prepare_run(recipe_path, overrides=()) -> dict:
     check_keys(recipe, RECIPE_KEYS, "", file, required=("method", "model"),
                sections={"trainer": config_fields, "eval": EVAL_KEYS})
     eval_cfg = {**DEFAULT_EVAL, **check_keys(recipe.get("eval"), EVAL_KEYS, "eval", file)}
+    check_eval_settings(eval_cfg, lambda key: f"{file}: eval.{key}")
     trainer_section = section(recipe, "trainer", file)
     output_dir = recipe.get("output_dir") or trainer_section.get("output_dir") or f"runs/{Path(file).stem}"
     trainer_section["output_dir"] = str(output_dir)

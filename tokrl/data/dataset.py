@@ -141,6 +141,8 @@ def read_table(path: str, *, split: str = "train", name: str | None = None, hub:
     if kind is None:
         raise RecipeError(f"{where}: {local}: unsupported file type '{local.suffix}' (use {', '.join(FILE_TYPES)} or a "
                           "`save_to_disk` directory)")
+    if not local.read_bytes()[:4096].strip():  # datasets would fail with a bare StopIteration
+        raise RecipeError(f"{where}: {local} is empty (no rows)")
     try:
         return load_dataset(kind, data_files=str(local), split="train")
     except Exception as exc:  # a malformed file: say which one

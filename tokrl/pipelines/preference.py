@@ -305,13 +305,9 @@ def load_preference_dataset(path: str, *, split: str = "train", allow_hub: bool 
                     raise ValueError(f"{path}: no split '{split}' (splits: {list(ds.keys())})")
                 ds = ds[split]
     elif p.is_file():
-        suffix = p.suffix.lower()
-        if suffix == ".parquet":
-            ds = load_dataset("parquet", data_files=str(p), split="train")
-        elif suffix in (".jsonl", ".json"):
-            ds = load_dataset("json", data_files=str(p), split="train")
-        else:
-            raise ValueError(f"{path}: unsupported file type '{suffix}' (use a dataset directory, .parquet or .jsonl)")
+        from tokrl.data.dataset import read_table
+
+        ds = read_table(str(p), where="data.path")
     elif allow_hub:
         ds = load_dataset(str(path), split=split)
     else:
@@ -683,8 +679,9 @@ def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
             ds = load_from_disk(str(path))
             return ds[split] if hasattr(ds, "keys") else ds
         if path.is_file():
-            kind = "parquet" if path.suffix == ".parquet" else "json"
-            return load_dataset(kind, data_files=str(path), split="train")
+            from tokrl.data.dataset import read_table
+
+            return read_table(str(path), where="prompts.path")
         if spec.get("hub"):
             return load_dataset(str(spec["path"]), spec.get("name"), split=split)
         raise RecipeError(f"{file}: prompts.path '{path}' not found (hub datasets need prompts.hub: true)")
