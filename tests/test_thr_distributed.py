@@ -28,7 +28,7 @@ def thr_args(out_dir, **kw):
 
     base = dict(output_dir=str(out_dir / "run"), per_device_train_batch_size=4, num_generations=4,
                 max_completion_length=10, max_steps=2, learning_rate=1e-2, logging_steps=1, report_to="none",
-                seed=0, beta=0.0, save_strategy="no", p=0.3, tau_beta=0.5,
+                seed=0, beta=0.0, save_strategy="no", weighting={"name": "thr", "p": 0.3, "tau_beta": 0.5},
                 # accelerate 1.15 leaves a CPU DeepSpeed launch without a process-group backend (one process counted
                 # while DeepSpeed counts two); gloo makes both see the real world size
                 ddp_backend="gloo")
