@@ -234,7 +234,8 @@ class TokenCleaningSFTTrainer(WeightLogging, SFTTrainer):
         with capture if capture is not None else contextlib.nullcontext():
             loss = super().compute_loss(call, inputs, return_outputs, num_items_in_batch)
         self.record_weights(view, call.weights, view.completion_mask)
-        self.last_prompt = (inputs["input_ids"], inputs.get("attention_mask", torch.ones_like(completion_mask)) * (1 - completion_mask))
+        attention = inputs.get("attention_mask", torch.ones_like(completion_mask))
+        self.last_prompt = (inputs["input_ids"], attention * (1 - completion_mask))
         self._log_selection(call.weights, view.completion_mask, view.columns.get("token_scores"))
         return loss
 

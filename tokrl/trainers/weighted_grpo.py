@@ -328,7 +328,7 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
         for key in ("rewards", "group_ids"):
             if key in needs:
                 setattr(view, key, inputs.get(f"tokrl_{key}"))
-        for column in self.weighter.all_columns():
+        for column in (*self.weighter.all_columns(), *(w.carry_column for w in self.rollout_weighters)):
             if column not in inputs:
                 raise KeyError(f"weighter {type(self.weighter).__name__} needs column '{column}' in the batch")
             view.columns[column] = inputs[column]
