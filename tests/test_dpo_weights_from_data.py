@@ -85,3 +85,30 @@ def test_bad_pair_weights_are_one_line_errors(models, tmp_path):
         make(WeightedDPOTrainer, cfg, policy, ref, tok, plain_dataset())
     with pytest.raises(ValueError, match="pair_weight_column needs loss_type='sigmoid'"):
         config(tmp_path, WeightedDPOConfig, pair_weight_column="pair_weight", loss_type="hinge")
+
+
+# ---- from YAML: tokrl dpo -------------------------------------------------------------------------------------
+
+
+def test_tokrl_dpo_trains_from_yaml_with_both_weight_columns(tmp_path):
+    import yaml
+
+    from tokrl.data.weighted_pairs import write_weighted_pairs
+    from tokrl.models import save_tiny_model, tiny_tokenizer
+    from tokrl.pipelines.dpo_data import run_dpo
+    from tokrl.recipe import RecipeError
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    write_weighted_pairs(tmp_path / "pairs.jsonl", tiny_tokenizer(), num_pairs=8)
+    recipe = {"method": "dpo", "model": str(model_dir), "data": {"path": "pairs.jsonl"},
+              "weighting": {"name": "column", "column": "token_weights"}, "output_dir": str(tmp_path / "run"),
+              "trainer": {"pair_weight_column": "pair_weight", "max_steps": 2, "per_device_train_batch_size": 4,
+                          "max_length": 64, "report_to": "none", "save_strategy": "no"}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    summary = run_dpo(path)
+    assert summary["steps"] == 2 and (tmp_path / "run" / "final").is_dir()
+    with pytest.raises(RecipeError, match=r"r.yaml: data.path has no column\(s\) \['weight'\]"):
+        run_dpo(path, ["trainer.pair_weight_column=weight"], dry_run=True)
+    with pytest.raises(RecipeError, match="r.yaml: unknown key 'trainer.pair_weights'"):
+        run_dpo(path, ["trainer.pair_weights=x"], dry_run=True)

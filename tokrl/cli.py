@@ -18,6 +18,7 @@ COMMANDS = {
     "plot": "tokrl.commands.plot",
     "inspect": "tokrl.commands.inspect",
     "cdpo": "tokrl.commands.cdpo",
+    "dpo": "tokrl.commands.dpo",
     "treg": "tokrl.commands.treg",
     "clean": "tokrl.commands.clean",
     "score": "tokrl.commands.score",

@@ -13,7 +13,7 @@ GRPO_METHODS = {
     "thr_grpo": ("tokrl.trainers.thr_grpo:THRGRPOTrainer", "tokrl.trainers.thr_grpo:THRGRPOConfig"),
 }
 # Offline-scored methods: a pipeline command runs their stages (sample, score, train).
-PIPELINE_METHODS = {"cdpo": "cdpo", "treg": "treg", "token_cleaning": "clean"}
+PIPELINE_METHODS = {"cdpo": "cdpo", "treg": "treg", "token_cleaning": "clean", "dpo": "dpo"}
 
 
 def _load(path: str):
