@@ -198,3 +198,8 @@ def evaluate(
     if per_prompt:
         result["per_prompt"] = prompt_scores
     return result
+
+
+def headline(result):
+    """An eval result without its per-prompt scores: what a log line shows (the scores go to the run's files)."""
+    return {k: v for k, v in result.items() if k != "per_prompt"} if isinstance(result, dict) else result

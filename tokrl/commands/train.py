@@ -28,8 +28,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    from tokrl.evaluation import headline  # torch: deferred so `tokrl --help` stays fast
+
     result = train_recipe(args.recipe, args.overrides)
-    shown = {k: _headline(v) if k.startswith("eval_") else v for k, v in result.items() if k != "trainer"}
+    shown = {k: headline(v) if k.startswith("eval_") else v for k, v in result.items() if k != "trainer"}
     if is_main_process():
         print(json.dumps(shown, indent=1))
     return 0
@@ -80,14 +82,9 @@ def prepare_run(recipe_path, overrides=()) -> dict:
             "rewards": rewards, "eval": eval_cfg, "output_dir": Path(output_dir), "peft_config": peft_config}
 
 
-def _headline(result: dict) -> dict:
-    """An eval result without its per-prompt scores (those go to summary.json only)."""
-    return {k: v for k, v in result.items() if k != "per_prompt"}
-
-
 def train_recipe(recipe_path, overrides=(), callbacks=()):
     """Run a GRPO-family recipe; returns a summary dict (accuracy before/after, run dir, trainer)."""
-    from tokrl.evaluation import evaluate
+    from tokrl.evaluation import evaluate, headline
     from tokrl.models import load_model
     from tokrl.run_dir import attach_run_callbacks, write_run_info
 
@@ -109,7 +106,7 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
     if eval_cfg["before"] and len(eval_data):
         t0 = time.time()
         summary["eval_before"] = evaluate(model, tokenizer, eval_data, **eval_kwargs)
-        say(f"eval before training: {_headline(summary['eval_before'])} ({time.time() - t0:.0f}s)")
+        say(f"eval before training: {headline(summary['eval_before'])} ({time.time() - t0:.0f}s)")
 
     trainer = run["trainer_cls"](model=model, reward_funcs=run["rewards"], args=config, train_dataset=data["train"],
                                  processing_class=tokenizer, peft_config=run["peft_config"],
@@ -126,7 +123,7 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
         t0 = time.time()
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:  # ZeRO-3: gathered
             summary["eval_after"] = evaluate(policy, tokenizer, eval_data, **eval_kwargs)
-        say(f"eval after training: {_headline(summary['eval_after'])} ({time.time() - t0:.0f}s)")
+        say(f"eval after training: {headline(summary['eval_after'])} ({time.time() - t0:.0f}s)")
     if trainer.accelerator.is_main_process:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["trainer"] = trainer

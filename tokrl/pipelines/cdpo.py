@@ -314,17 +314,13 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
     return summary
 
 
-def _headline(result):
-    """An eval stage's result without its per-prompt scores (kept in the stage manifest)."""
-    return {k: v for k, v in result.items() if k != "per_prompt"} if isinstance(result, dict) else result
-
-
 def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_base, model_id, config, lora_spec,
                     trainer_section, eval_settings: EvalSettings, baseline: dict, *, trainer_cls=None,
                     out: dict | None = None) -> dict:
     """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget when `baseline.dpo`).
 
     Results go into `out` as they come, so a pipeline stopped after one stage still reports it."""
+    from tokrl.evaluation import headline
     from tokrl.trainers.cdpo import CDPOTrainer
 
     trainer_cls = trainer_cls or CDPOTrainer
@@ -335,7 +331,7 @@ def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_
         out["eval_before"] = runner.step("eval_before", lambda ow: eval_stage(
             runner.dir("eval_before"), "eval_before", load_base, eval_data, eval_settings,
             input_fingerprint=config_hash([model_id]), overwrite=ow), load=stage_metadata, required=False)
-        print(f"[tokrl] accuracy before: {_headline(out['eval_before'])}", flush=True)
+        print(f"[tokrl] accuracy before: {headline(out['eval_before'])}", flush=True)
     lora = lora_config(lora_spec, "train.lora", file)
     record = {"trainer": trainer_section, "lora": lora_spec, "method": trainer_cls.__name__}
     trained = runner.step("train", lambda ow: train_preference_stage(
@@ -347,7 +343,7 @@ def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_
             runner.dir("eval_after"), "eval_after", lambda: load_trained(runner.need(trained, "train"), load_base),
             eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow),
             load=stage_metadata, required=False)
-        print(f"[tokrl] accuracy after: {_headline(out['eval_after'])}", flush=True)
+        print(f"[tokrl] accuracy after: {headline(out['eval_after'])}", flush=True)
     if baseline.get("dpo"):
         from tokrl.recipe import build_config
         from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
@@ -369,5 +365,5 @@ def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_
                                                                          load_base),
                 eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train_dpo")),
                 overwrite=ow), load=stage_metadata, required=False)
-            print(f"[tokrl] accuracy after plain DPO: {_headline(out['eval_dpo'])}", flush=True)
+            print(f"[tokrl] accuracy after plain DPO: {headline(out['eval_dpo'])}", flush=True)
     return out
