@@ -168,6 +168,8 @@ def test_two_arms_two_seeds_killed_and_resumed_end_to_end(spec_file, tmp_path):
     changed = write(spec_file.with_name("changed.yaml"), {**yaml.safe_load(spec_file.read_text()),
                                                           "budget": {**SPEC["budget"], "max_steps": 3}})
     assert main(["compare", str(changed), "--no-progress"]) == 2
+    assert main(["compare", str(changed), "--report-only"]) == 0  # ... and left out of its report
+    assert json.loads((out / "results.json").read_text())["runs"] == {"planned": 4, "finished": 0}
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "compare").glob("*.yaml")))

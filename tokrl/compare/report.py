@@ -29,7 +29,7 @@ def summarize(spec: Spec, *, num_resamples: int = 10000) -> dict:
     """Everything the report shows, as one JSON-able dict (also what results.json holds)."""
     by_arm: dict[str, dict[int, dict]] = {arm: {} for arm in spec.arms}
     for run in spec.runs:
-        result = load_result(run)
+        result = load_result(run, current_only=True)  # a result from another budget never enters the report
         if result is not None:
             by_arm[run.arm][run.seed] = result
     all_results = [r for seeds in by_arm.values() for r in seeds.values()]

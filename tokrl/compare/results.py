@@ -4,6 +4,7 @@ cleaning), reduced to one `result.json` that the report reads."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,14 @@ from tokrl.diagnostics.plots import series
 
 RESULT = "result.json"
 STAT_KEYS = {"kept_frac": "weights/kept_frac", "weight_mean": "weights/mean", "weight_std": "weights/std"}
+
+
+def run_key(run: Run) -> str:
+    """What defines a run: its command, its recipe's text and its overrides (not where the files live). A
+    finished run whose definition changed is refused by the runner and left out of the report."""
+    overrides = [o for o in run.overrides if not o.startswith("output_dir=")]
+    text = Path(run.recipe).read_text() if Path(run.recipe).is_file() else str(run.recipe)
+    return hashlib.sha256(json.dumps([run.command, text, overrides]).encode()).hexdigest()[:16]
 
 
 def output_file(run: Run) -> Path:
@@ -92,6 +101,10 @@ def collect(run: Run, wall_seconds: float, threads: int) -> dict:
     return result
 
 
-def load_result(run: Run) -> dict | None:
+def load_result(run: Run, *, current_only: bool = False) -> dict | None:
+    """The run's result.json, or None; `current_only`: None too when it came from a different command."""
     path = run.run_dir / RESULT
-    return json.loads(path.read_text()) if path.is_file() else None
+    result = json.loads(path.read_text()) if path.is_file() else None
+    if current_only and result is not None and result.get("key") != run_key(run):
+        return None
+    return result

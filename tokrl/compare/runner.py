@@ -10,8 +10,6 @@ dir that the next invocation restarts.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
 import os
 import shutil
 import signal
@@ -20,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from tokrl.compare.results import RESULT, collect, load_result, output_file, write_json_atomic
+from tokrl.compare.results import RESULT, collect, load_result, output_file, run_key, write_json_atomic
 from tokrl.compare.spec import ONLINE, Run, Spec
 from tokrl.diagnostics.metrics_log import read_metrics
 from tokrl.diagnostics.plots import series
@@ -29,11 +27,6 @@ from tokrl.recipe import RecipeError
 MARKER = "compare.json"
 LOG = "compare.log"
 POLL_SECONDS = 2.0
-
-
-def run_key(run: Run) -> str:
-    """What defines a run: its command line. A finished run whose spec entry changed is an error, not a skip."""
-    return hashlib.sha256(json.dumps(run.argv).encode()).hexdigest()[:16]
 
 
 def claim_output_dir(spec: Spec) -> None:
