@@ -52,7 +52,7 @@ CLI_CASES = [
     ("empty-train-split", "validate", "grpo_arithmetic.yaml", {"task.num_train": 0}, [], ["task.num_train must be >= 1"]),
     ("unknown-reward", "validate", "grpo_arithmetic.yaml", {"reward": ["exact"]}, [], ["unknown reward 'exact'"]),
     ("eval-typo", "validate", "grpo_arithmetic.yaml", {"eval.pass_kk": [8]}, [], ["unknown key 'eval.pass_kk'", "did you mean 'pass_k'"]),
-    ("pipeline-method-in-train", "train", "grpo_arithmetic.yaml", {"method": "treg"}, [], ["run `tokrl treg"]),
+    ("pipeline-method-in-train", "train", "grpo_arithmetic.yaml", {"method": "treg"}, [], ["unknown key 'weighting'"]),
     ("missing-model-dir", "train", "grpo_arithmetic.yaml", {"model": "/no/such/model/dir", "eval.before": False}, [], ["model '/no/such/model/dir': no such directory"]),
     ("cdpo-stage-typo", "validate", "cdpo_arithmetic.yaml", {"sampel": {"n": 2}}, [], ["unknown key 'sampel'", "did you mean 'sample'"]),
     ("cdpo-trainer-typo", "validate", "cdpo_arithmetic.yaml", {"trainer.betta": 0.1}, [], ["betta"]),

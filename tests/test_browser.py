@@ -17,7 +17,7 @@ import pytest
 
 from test_inspect import RECORDS, make_run_dir
 from tokrl.commands.inspect import inspect
-from tokrl.diagnostics.colors import colour, value_scale
+from tokrl.reports.colors import colour, value_scale
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -159,7 +159,7 @@ def test_shipped_recipes_pass_every_check(name):
     assert text.startswith("# cDPO") and "tokrl cdpo recipes/" in text and "arXiv 2411.19943" in text
     out = run_cdpo(recipe, dry_run=True)
     assert out["ok"] and out["stages"][-1] == "rollout_check"
-    from tokrl.commands.validate import validate_recipe
+    from tokrl.runs import check_recipe as validate_recipe
 
     assert validate_recipe(recipe) == "cdpo"  # `tokrl validate` routes method: cdpo here
     with pytest.raises(RecipeError, match="method 'treg' is not run by `tokrl cdpo`"):

@@ -79,7 +79,7 @@ BAD_RECIPES = [
     ({"method": "grpo", "weighting": {"name": "entropy_quantil"}}, "did you mean 'entropy_quantile'"),
     ({"method": "grpo", "weighting": {"name": "entropy_quantile", "rho": -1}}, "rho must be in [0, 1]"),
     ({"eval": {"befor": True}}, "unknown key 'eval.befor' (did you mean 'before'?)"),
-    ({"method": "cdpo"}, "run `tokrl cdpo"),
+    ({"method": "cdpo"}, "unknown key 'trainer.num_generations'"),  # checked by the cDPO pipeline's rules
     ({"trainer": {"num_generations": 3}}, "invalid 'trainer' settings"),
 ]
 
@@ -119,6 +119,39 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     path = write_recipe(tmp_path / "r.yaml", {**TINY_RECIPE, "model": "x", "methd": 1})
     with pytest.raises(ValueError, match="unknown key 'methd'"):
         main(["train", str(path), "--debug"])
+
+
+def test_train_runs_every_method_and_the_pipeline_aliases_take_the_same_arguments(tmp_path, monkeypatch, capsys):
+    """`tokrl train` hands an offline recipe to its pipeline with the overrides and the stage options; the
+    aliases `tokrl cdpo|treg` call the same pipeline the same way; GRPO-family runs refuse the stage options."""
+    import tokrl.commands.cdpo
+    import tokrl.runs
+
+    calls = []
+
+    def fake(method):
+        def run(path, overrides, **options):
+            calls.append((method, str(path), list(overrides), options))
+            return {"method": method}
+        return run
+
+    for method in tokrl.runs.PIPELINES:
+        monkeypatch.setitem(tokrl.runs.PIPELINES, method, fake(method))
+    monkeypatch.setattr(tokrl.commands.cdpo, "run_cdpo", fake("cdpo"))
+    for method in ("cdpo", "treg", "token_cleaning"):
+        path = write_recipe(tmp_path / f"{method}.yaml", {"method": method, "model": "x"})
+        assert main(["train", str(path), "sample.num_prompts=2", "--overwrite", "--stage", "score"]) == 0
+        assert calls[-1] == (method, str(path), ["sample.num_prompts=2"], {"overwrite": True, "stage": "score"})
+    path = tmp_path / "cdpo.yaml"
+    assert main(["cdpo", str(path), "sample.num_prompts=2", "--overwrite", "--stage", "score"]) == 0
+    assert calls[-1] == ("cdpo", str(path), ["sample.num_prompts=2"], {"overwrite": True, "stage": "score"})
+    capsys.readouterr()
+    grpo = write_recipe(tmp_path / "grpo.yaml", {**TINY_RECIPE, "model": "x"})
+    assert main(["train", str(grpo), "--stage", "score"]) == 2
+    assert "--overwrite and --stage are for the offline pipelines" in capsys.readouterr().err
+    unknown = write_recipe(tmp_path / "typo.yaml", {"method": "tregg", "model": "x"})
+    assert main(["train", str(unknown)]) == 2
+    assert "unknown method 'tregg' (did you mean 'treg'?)" in capsys.readouterr().err
 
 
 def test_every_shipped_recipe_validates():

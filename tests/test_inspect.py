@@ -6,8 +6,8 @@ import json
 import re
 
 from tokrl.cli import main
-from tokrl.diagnostics.colors import colour
-from tokrl.diagnostics.sources import pair_columns
+from tokrl.reports.colors import colour
+from tokrl.reports.sources import pair_columns
 from tokrl.diagnostics.token_dump import append_jsonl, write_json_atomic
 
 # Three dumped completions. Hand-made so that every colour below can be computed by hand.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tokrl.cli import main
-from tokrl.diagnostics.plots import plot_run, series
+from tokrl.reports.plots import plot_run, series
 from tokrl.diagnostics.token_dump import append_jsonl
 
 C0 = np.array([31, 119, 180]) / 255.0  # matplotlib's first colour, which every curve uses

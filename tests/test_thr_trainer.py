@@ -181,7 +181,7 @@ def test_composed_forking_times_thr_and_nthr(tmp_path):
 
 
 def test_two_step_recipe_run(tmp_path, monkeypatch):
-    from tokrl.commands.train import train_recipe
+    from tokrl.runs import train_recipe
     from tokrl.rewards import REWARDS
 
     monkeypatch.setitem(REWARDS, "parity", parity_reward)
@@ -224,7 +224,7 @@ def test_trl_private_methods_we_override_keep_their_signature():
 def test_shipped_recipes_run_one_step_on_the_tiny_model(tmp_path, name):
     from pathlib import Path
 
-    from tokrl.commands.train import train_recipe
+    from tokrl.runs import train_recipe
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
     model_dir = save_tiny_model(tmp_path / "tiny")

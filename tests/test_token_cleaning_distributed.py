@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def cleaned_dataset(tokenizer):
     from datasets import Dataset
 
-    from tokrl.pipelines.token_cleaning_tokens import tokenize_sft_row
+    from tokrl.trainers.token_cleaning_tokens import tokenize_sft_row
 
     rows = []
     for i in range(16):

@@ -207,7 +207,7 @@ def test_bad_recipe_fails_before_any_stage(tmp_path, capsys):
 def test_lora_training_stage_saves_a_merged_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tokrl.pipelines.token_cleaning_tokens import tokenize_sft_row
+    from tokrl.trainers.token_cleaning_tokens import tokenize_sft_row
 
     model_dir = save_tiny_model(tmp_path / "tiny")
     _, tok = tiny_model()

@@ -9,7 +9,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from tokrl.models import tiny_model
-from tokrl.pipelines.token_cleaning_tokens import tokenize_sft_row
+from tokrl.trainers.token_cleaning_tokens import tokenize_sft_row
 from tokrl.trainers.token_cleaning_sft import TokenCleaningSFTTrainer
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 

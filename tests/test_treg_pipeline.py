@@ -227,7 +227,7 @@ def test_shipped_recipes_pass_every_check(name):
     text = recipe.read_text()
     assert text.startswith("# T-REG") and "tokrl treg recipes/" in text and "arXiv 2412.02685" in text
     assert run_treg(recipe, dry_run=True)["ok"]
-    from tokrl.commands.validate import validate_recipe
+    from tokrl.runs import check_recipe as validate_recipe
 
     assert validate_recipe(recipe) == "treg"
 

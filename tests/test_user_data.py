@@ -187,7 +187,7 @@ def test_reward_signature_is_checked_before_any_model_loads(tmp_path, monkeypatc
              "[user_rewards_b:missing]": r"could not be imported",
              "[{name: math, kwargs: {strct: true}}]": r"has no argument 'strct' \(did you mean 'strict'\?\)",
              "[maths]": r"unknown reward 'maths' \(did you mean 'math'\?\)"}
-    from tokrl.commands.validate import validate_recipe
+    from tokrl.runs import check_recipe as validate_recipe
 
     for reward, match in cases.items():
         (tmp_path / "r.yaml").write_text(base + f"reward: {reward}\n")

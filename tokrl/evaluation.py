@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from tokrl.console import is_main_process
 from tokrl.recipe import RecipeError
-from tokrl.rewards import accuracy_reward
+from tokrl.rewards import accuracy_reward, score_completions
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -61,7 +61,7 @@ def whole_parameters(model):
     if not partitioned:
         yield
         return
-    import deepspeed
+    import deepspeed  # deferred: deepspeed is heavy and only a ZeRO-3 model needs it
 
     with deepspeed.zero.GatheredParameters(partitioned):
         yield
@@ -169,8 +169,6 @@ def evaluate(
     the first reward gives >= 1. `per_prompt=True` adds `per_prompt: {"accuracy": [...], "pass@k": [...]}`, one
     score per eval prompt in dataset order, so two runs on the same prompts can be compared pair by pair.
     """
-    from tokrl.rewards import score_completions
-
     rewards = [reward] if callable(reward) else list(reward)
     prompts = list(dataset["prompt"])
     if not prompts:

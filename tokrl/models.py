@@ -9,6 +9,15 @@ import string
 from pathlib import Path
 
 import torch
+from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
+from tokenizers import models as tokenizer_models
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from tokrl.console import say
 
@@ -44,8 +53,6 @@ def embedded_gguf(name: str) -> Path:
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """Dequantise a GGUF file once into a plain fp32 HF checkpoint (no quantizer state, so Trainer accepts it)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     marker = out_dir / "tokrl_complete.json"
     if marker.is_file():
         return out_dir
@@ -95,8 +102,6 @@ def resolve_model_path(name_or_path: str) -> str:
 
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
     """Return (model, tokenizer) for an embedded name, an HF hub id or a local directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -118,14 +123,11 @@ def prepare_tokenizer(tokenizer):
 
 def tiny_tokenizer():
     """A character-level tokenizer with a ChatML template, built locally (no hub)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
     chars = [c for c in string.printable if c not in "\x0b\x0c\r"]
     vocab = {tok: i for i, tok in enumerate(specials + chars)}
     vocab["<unk>"] = len(vocab)
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend = Tokenizer(tokenizer_models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     backend.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(
@@ -143,8 +145,6 @@ def tiny_tokenizer():
 
 def tiny_model(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, tokenizer=None):
     """A random Llama-style model and its local tokenizer, small enough that a training step takes milliseconds."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tokenizer = tokenizer or tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -7,7 +7,9 @@ TRL configs with `build_config`, which accepts a TRL config's fields verbatim (T
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -15,16 +17,11 @@ from typing import Any
 
 import yaml
 
+from tokrl.utils import did_you_mean
+
 
 class RecipeError(ValueError):
     """A problem with a recipe or its inputs; the CLI prints it as one line."""
-
-
-def did_you_mean(word: str, choices) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 _INT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)$")
@@ -124,16 +121,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
 def add_user_paths(recipe_path: str | Path | None = None) -> None:
     """Put the working directory and the recipe's folder on `sys.path`, so `reward: [my_rewards:score]` beside the
     recipe imports without setting PYTHONPATH (a console script does not put the working directory there)."""
-    import sys
-
     for folder in (Path.cwd(), Path(recipe_path).resolve().parent if recipe_path else None):
         if folder is not None and str(folder) not in sys.path:
             sys.path.append(str(folder))
 
 
 def import_user_modules(names, file) -> None:
-    import importlib
-
     if names is None:
         return
     if isinstance(names, str):
@@ -145,19 +138,6 @@ def import_user_modules(names, file) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise RecipeError(f"{file}: imports: cannot import '{name}': {exc}") from None
-
-
-def load_object(path: str, what: str):
-    """`pkg.module:name` (or `pkg.module.name`) -> the object; a ValueError names `what` and the path."""
-    import importlib
-
-    module, _, attr = path.replace(":", ".").rpartition(".") if ":" not in path else path.partition(":")
-    if not module or not attr:
-        raise ValueError(f"{what} '{path}' is not a 'module:name' path")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"{what} '{path}' could not be imported: {exc}") from None
 
 
 def check_keys(mapping: Any, allowed, where: str, file: str | Path, required=(), sections=None) -> dict:

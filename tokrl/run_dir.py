@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
+
+from tokrl.diagnostics.metrics_log import MetricsLogCallback
 
 
 def write_run_info(run_dir: Path, recipe: dict, source) -> None:
@@ -16,6 +17,4 @@ def write_run_info(run_dir: Path, recipe: dict, source) -> None:
 
 def attach_run_callbacks(trainer, run_dir: Path) -> None:
     """metrics.jsonl in the run dir (token dumps are attached by the trainers themselves)."""
-    from tokrl.diagnostics.metrics_log import MetricsLogCallback
-
     MetricsLogCallback.attach(trainer, Path(run_dir) / "metrics.jsonl")

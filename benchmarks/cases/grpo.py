@@ -50,7 +50,7 @@ class ForwardCounter:
     `generate` (the rest). A weighted trainer must add no `train` or `score` pass to TRL's."""
 
     def __init__(self, trainer):
-        from tokrl.trainers.hidden_states import backbone_of
+        from tokrl.model_head import backbone_of
 
         self.counts = {"train": 0, "score": 0, "generate": 0}
         self._scoring = 0

@@ -1,32 +1,18 @@
-"""`tokrl cdpo RECIPE.yaml [key=value ...]`: the cDPO pipeline, every stage in order, complete ones skipped."""
+"""`tokrl cdpo RECIPE.yaml [key=value ...]`: the cDPO pipeline (an alias of `tokrl train` for method: cdpo)."""
 
 from __future__ import annotations
 
 import json
+from functools import partial
+
+from tokrl.commands import train
+from tokrl.pipelines.cdpo import STAGES, run_cdpo
 
 HELP = "run the cDPO pipeline (sample, select, contrast, score, train): tokrl cdpo RECIPE.yaml [key=value ...]"
-
-
-def add_arguments(parser):
-    from tokrl.pipelines.cdpo import STAGES
-
-    parser.add_argument("recipe", help="recipe YAML file (e.g. recipes/cdpo_arithmetic.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=2")
-    parser.add_argument("--overwrite", action="store_true", help="redo stages that are already complete")
-    parser.add_argument("--stage", choices=STAGES, default=None,
-                        help="run only this stage (the stages it reads must be complete)")
-
-
-def validate(path, overrides=()) -> None:
-    """Check every section of a recipe without loading a model (`tokrl validate`)."""
-    from tokrl.pipelines.cdpo import run_cdpo
-
-    run_cdpo(path, list(overrides), dry_run=True)
+add_arguments = partial(train.add_arguments, stages=STAGES)
 
 
 def run(args) -> int:
-    from tokrl.pipelines.cdpo import run_cdpo
-
     summary = run_cdpo(args.recipe, args.overrides, overwrite=args.overwrite, stage=args.stage)
     print(json.dumps(summary, indent=1, default=str))
     return 0

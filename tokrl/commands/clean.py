@@ -1,6 +1,12 @@
-"""`tokrl clean RECIPE.yaml [key=value ...]`: Token Cleaning stages (score, select, train, eval), resumable."""
+"""`tokrl clean RECIPE.yaml [key=value ...]`: Token Cleaning stages (score, select, train, eval), resumable.
+
+An alias of `tokrl train` for `method: token_cleaning` recipes that prints the report as a table."""
 
 from __future__ import annotations
+
+import logging
+
+from tokrl.pipelines.token_cleaning_run import run_clean, summary_table
 
 HELP = "Token Cleaning: score response tokens by influence, keep the top ratio, SFT on them (resumable stages)."
 
@@ -12,22 +18,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import logging
-
-    from tokrl.pipelines.token_cleaning_run import run_clean, summary_table
-    from tokrl.recipe import load_recipe
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    recipe = load_recipe(args.recipe, args.overrides)
-    report = run_clean(recipe, args.recipe, overwrite=args.overwrite)
+    report = run_clean(args.recipe, args.overrides, overwrite=args.overwrite)
     print(summary_table(report))
-    print(f"report: {recipe['output_dir']}/report.json")
+    print(f"report: {report['output_dir']}/report.json")
     return 0
-
-
-def validate(path, overrides=()) -> None:
-    """Check a token-cleaning recipe without loading a model (used by `tokrl validate`)."""
-    from tokrl.pipelines.token_cleaning_run import check_recipe
-    from tokrl.recipe import load_recipe
-
-    check_recipe(load_recipe(path, list(overrides)), path)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from tokrl.compare.report import write_report
+from tokrl.compare.runner import claim_output_dir, run_all
+from tokrl.compare.spec import load_spec
+from tokrl.runs import check_recipe
+
 HELP = "compare methods over seeds (arms x seeds as runs, intervals, report): tokrl compare SPEC.yaml [--jobs N]"
 DEFAULT_JOBS = 2  # measured on a shared 2-core CPU: two 1-thread runs beat one 2-thread run (docs/results.md)
 
@@ -20,20 +25,14 @@ def add_arguments(parser):
 
 def validate_spec(spec) -> None:
     """Every arm's recipe with its overrides, checked as `tokrl validate` does, before any run starts."""
-    from tokrl.commands.validate import validate_recipe
-
     seen = set()
     for run in spec.runs:
         if run.arm not in seen:
             seen.add(run.arm)
-            validate_recipe(run.recipe, run.overrides)
+            check_recipe(run.recipe, run.overrides)
 
 
 def run(args) -> int:
-    from tokrl.compare.report import write_report
-    from tokrl.compare.runner import claim_output_dir, run_all
-    from tokrl.compare.spec import load_spec
-
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     spec = load_spec(args.spec, args.output_dir)

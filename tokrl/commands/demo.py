@@ -10,6 +10,11 @@ import json
 import time
 from pathlib import Path
 
+from tokrl.commands.inspect import inspect
+from tokrl.commands.plot import plot
+from tokrl.recipe import RecipeError
+from tokrl.runs import train_recipe
+
 HELP = "run the demo: uniform vs forking-token GRPO on the embedded SmolLM2 + arithmetic task (CPU, ~15 min)"
 # Uniform vs the paper's forking mask; add recipes/forking_grpo_sequence_arithmetic.yaml for the per-response variant.
 DEFAULT_RECIPES = ("recipes/grpo_arithmetic.yaml", "recipes/forking_grpo_arithmetic.yaml")
@@ -59,10 +64,10 @@ def kept_by_token_kind(run_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def comparison_plot(runs: dict[str, Path], out: Path) -> Path:
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy and only plotting needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: as above
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, run_dir in runs.items():
@@ -85,11 +90,6 @@ def comparison_plot(runs: dict[str, Path], out: Path) -> Path:
 
 
 def run(args) -> int:
-    from tokrl.commands.inspect import inspect
-    from tokrl.commands.plot import plot
-    from tokrl.commands.train import train_recipe
-    from tokrl.recipe import RecipeError
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for recipe in args.recipes:

@@ -1,8 +1,12 @@
-"""`tokrl dpo RECIPE.yaml [key=value ...]`: weighted DPO on your own preference data (pair and token weights)."""
+"""`tokrl dpo RECIPE.yaml [key=value ...]`: weighted DPO on your own preference data (pair and token weights).
+
+An alias of `tokrl train` for `method: dpo` recipes."""
 
 from __future__ import annotations
 
 import json
+
+from tokrl.pipelines.dpo_data import run_dpo
 
 HELP = "train DPO on your own pairs with per-pair and per-token weight columns: tokrl dpo RECIPE.yaml [key=value ...]"
 
@@ -12,15 +16,6 @@ def add_arguments(parser):
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=2")
 
 
-def validate(path, overrides=()) -> None:
-    """Check every section of a recipe without loading a model (`tokrl validate`)."""
-    from tokrl.pipelines.dpo_data import run_dpo
-
-    run_dpo(path, list(overrides), dry_run=True)
-
-
 def run(args) -> int:
-    from tokrl.pipelines.dpo_data import run_dpo
-
     print(json.dumps(run_dpo(args.recipe, args.overrides), indent=1, default=str))
     return 0

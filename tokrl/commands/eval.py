@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import json
 
+from tokrl.data.dataset import recipe_data
+from tokrl.evaluation import check_eval_settings, evaluate
+from tokrl.models import load_model
+from tokrl.recipe import RecipeError, load_recipe
+from tokrl.rewards import resolve_rewards
+
 HELP = "evaluate a model/checkpoint on a recipe's eval split (or the arithmetic task): accuracy, mean reward, pass@k"
 SETTINGS = ("num_prompts", "max_new_tokens", "batch_size", "pass_k", "num_samples", "temperature")
 DEFAULTS = {"num_prompts": None, "max_new_tokens": 24, "batch_size": 32, "pass_k": [], "num_samples": None,
@@ -43,12 +49,6 @@ def eval_settings(recipe: dict, args) -> dict:
 
 
 def run(args) -> int:
-    from tokrl.data.dataset import recipe_data
-    from tokrl.evaluation import check_eval_settings, evaluate
-    from tokrl.models import load_model
-    from tokrl.recipe import RecipeError, load_recipe
-    from tokrl.rewards import resolve_rewards
-
     file = args.recipe or "<default task>"
     recipe = load_recipe(args.recipe) if args.recipe else {}
     settings = eval_settings(recipe, args)

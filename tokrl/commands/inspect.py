@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokrl.reports.heatmap import write_report
+from tokrl.reports.sources import load_source
+
 HELP = "render per-token values (a run's token dumps or a scored dataset) as one self-contained HTML heatmap."
 
 
@@ -26,9 +29,6 @@ def default_out(source: Path) -> Path:
 
 def inspect(source, out=None, value=None, tokenizer=None, split=None, max_samples=1000, page_size=20) -> Path:
     """Write the heatmap for `source`; returns the HTML path. The Python entry point of `tokrl inspect`."""
-    from tokrl.diagnostics.heatmap import write_report
-    from tokrl.diagnostics.sources import load_source
-
     if max_samples < 1 or page_size < 1:
         raise ValueError("--max-samples and --page-size must be >= 1")
     source = Path(source)

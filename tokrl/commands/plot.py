@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tokrl.reports.plots import plot_run
+
 HELP = "plot a run's logged metrics (metrics.jsonl) as PNGs: reward, kept-token fraction, loss, entropy."
 
 
@@ -12,8 +14,6 @@ def add_arguments(parser) -> None:
 
 def plot(run_dir, out=None) -> list:
     """Write the PNGs and return their paths (what `tokrl demo` calls)."""
-    from tokrl.diagnostics.plots import plot_run
-
     return plot_run(run_dir, out)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+from tokrl.pipelines.cdpo import run_cdpo
+from tokrl.pipelines.treg import run_treg
+
 HELP = "run a pipeline up to its scoring stage: tokrl score {cdpo,treg} RECIPE.yaml [key=value ...]"
 PIPELINES = ("cdpo", "treg")
 
@@ -17,10 +20,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    if args.pipeline == "cdpo":
-        from tokrl.pipelines.cdpo import run_cdpo as run_pipeline
-    else:
-        from tokrl.pipelines.treg import run_treg as run_pipeline
+    run_pipeline = {"cdpo": run_cdpo, "treg": run_treg}[args.pipeline]
     summary = run_pipeline(args.recipe, args.overrides, overwrite=args.overwrite, stop_after="score")
     print(json.dumps(summary, indent=1, default=str))
     return 0

@@ -122,10 +122,10 @@ def markdown(summary: dict, images: list[str]) -> str:
 
 def plot(summary: dict, out_dir: Path) -> list[Path]:
     """reward_curves.png (mean over seeds, band = min..max over seeds) and speed.png (s/step, kept fraction)."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy and only plotting needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: as above
 
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4.2))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tokrl.compare.spec import CLEANING, Run
 from tokrl.diagnostics.metrics_log import read_metrics
-from tokrl.diagnostics.plots import series
+from tokrl.reports.plots import series
 
 RESULT = "result.json"
 STAT_KEYS = {"kept_frac": "weights/kept_frac", "weight_mean": "weights/mean", "weight_std": "weights/std"}

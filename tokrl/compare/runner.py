@@ -18,11 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from tokrl.compare.results import RESULT, collect, load_result, output_file, run_key, write_json_atomic
 from tokrl.compare.spec import ONLINE, Run, Spec
 from tokrl.diagnostics.metrics_log import read_metrics
-from tokrl.diagnostics.plots import series
 from tokrl.recipe import RecipeError
+from tokrl.reports.plots import series
 
 MARKER = "compare.json"
 LOG = "compare.log"
@@ -82,8 +84,6 @@ class Progress:
     """One bar for the whole comparison, in training steps (a run without steps counts as one)."""
 
     def __init__(self, runs: list[Run], enabled: bool):
-        from tqdm.auto import tqdm
-
         self.units = {id(r): (r.max_steps or 1) for r in runs}
         self.bar = tqdm(total=sum(self.units.values()), unit="step", desc="compare", disable=not enabled,
                         dynamic_ncols=True)

@@ -25,6 +25,7 @@ pipeline command of an offline method) in `output_dir/runs/<arm>/seed<seed>`.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,8 +120,6 @@ def _resolve_recipe(value, arm: str, file: Path) -> Path:
 
 def family_of(method: str) -> tuple[str, str]:
     """(command, family) for a recipe's method: offline pipelines by their command, everything else `train`."""
-    import importlib.util
-
     command, family = PIPELINE_COMMANDS.get(method, ("train", ONLINE))
     if command != "train" and importlib.util.find_spec(f"tokrl.commands.{command}") is None:
         command = "train"  # one command for every method

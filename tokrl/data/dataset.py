@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
-from tokrl.recipe import RecipeError, check_keys, did_you_mean
+from tokrl.data import TASKS
+from tokrl.recipe import RecipeError, check_keys
+from tokrl.utils import did_you_mean
 
 FILE_TYPES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 PROMPT_COLUMNS = ("prompt", "question", "problem")
@@ -118,8 +120,6 @@ def resolve_path(path: str, base_dir: str | None) -> Path | None:
 def read_table(path: str, *, split: str = "train", name: str | None = None, hub: bool = False,
                base_dir: str | None = None, where: str = "data") -> Dataset:
     """One split of a local file, a `save_to_disk` directory, or (only with `hub=True`) a hub dataset."""
-    from datasets import load_dataset, load_from_disk
-
     local = resolve_path(str(path), base_dir)
     if local is None:
         if hub:
@@ -243,8 +243,6 @@ def make_prompt(body, spec: DataSpec):
 
 def build_task(task: Any, file):
     """An embedded task from a name or a mapping {name: ..., field: value}; unknown names and fields are errors."""
-    from tokrl.data import TASKS
-
     spec = {"name": task} if isinstance(task, str) else dict(task or {"name": "arithmetic"})
     name = spec.pop("name", "arithmetic")
     if name not in TASKS:

@@ -19,6 +19,7 @@ malformed line with its line number.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -26,7 +27,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import trl
 from transformers import TrainerCallback
+
+from tokrl.models import EMBEDDED, cache_dir
 
 TOKEN_VALUES = "token_values.jsonl"
 RUN_INFO = "run_info.json"
@@ -193,8 +197,6 @@ _NOISE = ("output_dir", "logging_dir", "run_name", "hub_", "push_to_hub", "local
 
 def config_summary(args) -> dict:
     """The key training fields, plus every other field whose value differs from its declared default."""
-    import dataclasses
-
     out = {k: _jsonable(getattr(args, k)) for k in _CONFIG_KEYS if hasattr(args, k)}
     if dataclasses.is_dataclass(args):
         for f in dataclasses.fields(args):
@@ -217,8 +219,6 @@ def _model_name(path) -> str | None:
     """An embedded model's converted checkpoint (`~/.cache/tokrl/<name>`) is shown by its name."""
     if not path:
         return None
-    from tokrl.models import EMBEDDED, cache_dir
-
     p = Path(str(path))
     return p.name if p.name in EMBEDDED and p.parent == cache_dir() else str(path)
 
@@ -230,8 +230,6 @@ def run_info(trainer) -> dict:
     config = getattr(model, "config", None)
     tokenizer = getattr(trainer, "processing_class", None)
     try:
-        import trl
-
         trl_version = trl.__version__
     except Exception:  # pragma: no cover - trl is a hard dependency
         trl_version = None

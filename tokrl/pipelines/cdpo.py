@@ -24,26 +24,54 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datasets import Dataset
+from peft import PeftModel
+from transformers import AutoTokenizer
+from trl import SFTConfig, SFTTrainer
 
-from tokrl.pipelines.preference import (
+from tokrl.evaluation import headline
+from tokrl.models import resolve_model_path
+from tokrl.pipelines.preference import check_pair_sections, eval_split, task_pairs
+from tokrl.pipelines.rollout_check import RolloutSettings, rollout_check_stage
+from tokrl.pipelines.runner import (
     EvalSettings,
     Runner,
     StopPipeline,
     cpu_sane,
-    eval_split,
     eval_stage,
     load_trained,
     lora_config,
     open_pipeline_recipe,
     settings_from,
-    task_pairs,
     train_preference_stage,
 )
-from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, stage_fingerprint, stage_metadata
+from tokrl.pipelines.stage import (
+    StageError,
+    config_hash,
+    run_artifact_stage,
+    run_stage,
+    stage_fingerprint,
+    stage_metadata,
+)
+from tokrl.recipe import build_config, check_keys
+from tokrl.run_dir import write_run_info
+from tokrl.scoring import contrastive_token_logprobs
+from tokrl.trainers.cdpo import CDPOConfig, CDPOTrainer
+from tokrl.trainers.token_columns import (
+    end_positions,
+    end_token_ids,
+    token_columns_metadata,
+    tokenize_preference,
+    tokenizer_fingerprint,
+)
+from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
+from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
+
 
 STAGES = ("sample", "select_pairs", "sft_positive", "sft_negative", "contrast_positive", "contrast_negative",
           "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo", "rollout_check")
@@ -80,13 +108,7 @@ class CDPOScoreSettings:
 def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spec: dict, trainer_spec: dict, file,
                    *, input_fingerprint: str, overwrite: bool) -> Path:
     """Train one LoRA adapter (the positive or the negative model) with SFTTrainer; saved under `artifact/`."""
-    from trl import SFTConfig, SFTTrainer
-
-    from tokrl.recipe import build_config
-
     if len(sft) == 0:
-        from tokrl.pipelines.stage import StageError
-
         raise StageError(f"stage 'contrast_{side}': the {side} SFT set is empty (no "
                          f"{'correct' if side == 'positive' else 'incorrect'} samples); sample more or change the "
                          "temperature")
@@ -95,8 +117,6 @@ def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spe
     defaults = cpu_sane(SFTConfig)
 
     def build(tmp: Path):
-        import time
-
         model, tokenizer = load_base()
         config = build_config(SFTConfig, spec, file, "contrast.trainer", **defaults, output_dir=str(tmp / "run"))
         trainer = SFTTrainer(model=model, args=config, train_dataset=sft, processing_class=tokenizer,
@@ -104,8 +124,6 @@ def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spe
         t0 = time.time()
         result = trainer.train()
         trainer.model.save_pretrained(str(tmp / "adapter"))
-        import shutil
-
         shutil.rmtree(tmp / "run", ignore_errors=True)
         return {"train_loss": result.training_loss, "steps": trainer.state.global_step, "examples": len(sft),
                 "seconds": time.time() - t0}
@@ -118,8 +136,6 @@ def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spe
 
 def contrast_model(load_base, positive_dir: Path, negative_dir: Path):
     """The base model with both adapters attached, named "positive" and "negative"."""
-    from peft import PeftModel
-
     model, tokenizer = load_base()
     model = PeftModel.from_pretrained(model, str(positive_dir), adapter_name="positive")
     model.load_adapter(str(negative_dir), adapter_name="negative")
@@ -128,15 +144,6 @@ def contrast_model(load_base, positive_dir: Path, negative_dir: Path):
 
 
 # ---- score ------------------------------------------------------------------------------------------------------
-
-
-def end_positions(ids: list[int], end_ids: set[int]) -> int:
-    """Index of the first trailing end-of-sequence token: the last occurrence of an end id (the tokens after it,
-    e.g. the chat template's newline, are template too); len(ids) if there is none."""
-    for i in range(len(ids) - 1, -1, -1):
-        if ids[i] in end_ids:
-            return i
-    return len(ids)
 
 
 def ce_weights(ce_logps: list[float], ids: list[int], end_ids: set[int], *, rejected: bool, weight_chosen: bool,
@@ -152,16 +159,8 @@ def ce_weights(ce_logps: list[float], ids: list[int], end_ids: set[int], *, reje
     return weights, probs
 
 
-def end_token_ids(tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    return {i for i in ids if i is not None}
-
-
 def score_rows(model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, meta: str) -> list[dict]:
     """Rows of `pairs` plus cDPO's per-token columns (see the module docstring)."""
-    from tokrl.scoring import contrastive_token_logprobs
-    from tokrl.trainers.token_columns import tokenize_preference
-
     rows, examples, tokenised = [], [], []
     for row in pairs:
         tok = tokenize_preference(tokenizer, row)
@@ -190,8 +189,6 @@ def score_rows(model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, me
 
 def score_stage(stage_dir: Path, model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, *,
                 evaluator_id: str, input_fingerprint: str, overwrite: bool, model_id: str | None = None) -> Dataset:
-    from tokrl.trainers.token_columns import token_columns_metadata, tokenizer_fingerprint
-
     meta = token_columns_metadata(tokenizer, evaluator=evaluator_id, beta_ce=settings.beta_ce)
     record = {"settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size",
                                                                                   "shard_size")},
@@ -229,9 +226,6 @@ def weight_stats(scored: Dataset, end_ids: set[int]) -> dict[str, float]:
 def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
              stop_after: str | None = None, dry_run: bool = False) -> dict:
     """`tokrl cdpo RECIPE.yaml`: every stage in order, skipping complete ones; returns (and writes) a summary."""
-    from tokrl.recipe import build_config, check_keys
-    from tokrl.trainers.cdpo import CDPOConfig
-
     file, recipe, output_dir, model_id, load_base, trainer_section = open_pipeline_recipe(
         recipe_path, overrides, "cdpo", RECIPE_KEYS)
     contrast = check_keys(recipe.get("contrast"), ("lora", "trainer"), "contrast", file)
@@ -242,15 +236,9 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
     policy_lora_spec = train.get("lora", POLICY_LORA) if "lora" in train else POLICY_LORA
     config = build_config(CDPOConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
                           report_to="none")
-    from tokrl.pipelines.rollout_check import RolloutSettings
-
     rollout = settings_from(RolloutSettings, recipe.get("rollout_check"), "rollout_check", file)
-    from tokrl.pipelines.preference import check_pair_sections
-
     check_pair_sections(recipe, file)
     lora_config(contrast.get("lora", CONTRAST_LORA), "contrast.lora", file)
-    from trl import SFTConfig
-
     build_config(SFTConfig, {**CONTRAST_TRAINER, **(contrast.get("trainer") or {})}, file, "contrast.trainer",
                  **cpu_sane(SFTConfig), output_dir=str(output_dir / "contrast"))
     lora_config(policy_lora_spec, "train.lora", file)
@@ -258,8 +246,6 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
     if dry_run:  # every section checked, nothing loaded or written
         return {"recipe": file, "ok": True, "stages": list(STAGES)}
     output_dir.mkdir(parents=True, exist_ok=True)
-    from tokrl.run_dir import write_run_info
-
     write_run_info(output_dir, recipe, file)
     summary: dict = {"method": "cdpo", "output_dir": str(output_dir), "model": model_id,
                      "loss_granularity": config.loss_granularity}
@@ -287,10 +273,6 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
                                model_id=model_id)
 
         scored = runner.step("score", score)
-        from transformers import AutoTokenizer
-
-        from tokrl.models import resolve_model_path
-
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_id))
         summary["weights"] = weight_stats(scored, end_token_ids(tokenizer))
         summary["heatmap_columns"] = ["rejected_token_weights", "rejected_ce_prob", "chosen_token_weights",
@@ -299,8 +281,6 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         _train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, policy_lora_spec,
                         trainer_section, eval_settings, baseline, out=summary)
         if rollout.enabled:
-            from tokrl.pipelines.rollout_check import rollout_check_stage
-
             report = runner.step("rollout_check", lambda ow: rollout_check_stage(
                 runner.dir("rollout_check"), load_base, scored, rollout,
                 input_fingerprint=stage_fingerprint(runner.dir("score")), overwrite=ow),
@@ -320,9 +300,6 @@ def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_
     """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget when `baseline.dpo`).
 
     Results go into `out` as they come, so a pipeline stopped after one stage still reports it."""
-    from tokrl.evaluation import headline
-    from tokrl.trainers.cdpo import CDPOTrainer
-
     trainer_cls = trainer_cls or CDPOTrainer
     out = {} if out is None else out
     eval_data = eval_split(source, eval_settings)
@@ -345,10 +322,6 @@ def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_
             load=stage_metadata, required=False)
         print(f"[tokrl] accuracy after: {headline(out['eval_after'])}", flush=True)
     if baseline.get("dpo"):
-        from tokrl.recipe import build_config
-        from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
-        from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
-
         dpo_fields = set(WeightedDPOConfig.__dataclass_fields__)
         dpo_section = {k: v for k, v in trainer_section.items() if k in dpo_fields}
         dpo_config = build_config(WeightedDPOConfig, dpo_section, file, "trainer",

@@ -22,7 +22,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from peft import LoraConfig
+
+from tokrl.data.dataset import read_table
+from tokrl.pipelines.runner import open_pipeline_recipe
 from tokrl.recipe import RecipeError, build_config, check_keys
+from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
+from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
+from tokrl.weighting import build_weighter
 
 RECIPE_KEYS = ("method", "model", "trust_remote_code", "data", "weighting", "trainer", "peft", "output_dir",
                "description")
@@ -31,8 +38,6 @@ PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 def read_pairs(path: str, split: str, base_dir: str, where: str):
-    from tokrl.data.dataset import read_table
-
     ds = read_table(path, split=split, base_dir=base_dir, where=where)
     missing = [c for c in PAIR_COLUMNS if c not in ds.column_names]
     if missing:
@@ -47,10 +52,6 @@ def needed_columns(config, weighter) -> list[str]:
 
 
 def run_dpo(recipe_path, overrides=(), *, dry_run: bool = False) -> dict:
-    from tokrl.pipelines.preference import open_pipeline_recipe
-    from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
-    from tokrl.weighting import build_weighter
-
     file, recipe, output_dir, model_id, load_base, trainer_section = open_pipeline_recipe(
         recipe_path, overrides, "dpo", RECIPE_KEYS)
     data = check_keys(recipe.get("data"), DATA_KEYS, "data", file, required=("path",))
@@ -73,16 +74,12 @@ def run_dpo(recipe_path, overrides=(), *, dry_run: bool = False) -> dict:
                               f"read (columns: {ds.column_names})")
     peft_config = None
     if recipe.get("peft"):
-        from peft import LoraConfig
-
         try:
             peft_config = LoraConfig(**recipe["peft"])
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{file}: invalid 'peft' settings: {exc}") from None
     if dry_run:
         return {"recipe": file, "ok": True, "rows": len(train)}
-
-    from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
 
     model, tokenizer = load_base()
     trainer = WeightedDPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evals,

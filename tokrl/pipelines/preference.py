@@ -27,9 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, load_dataset, load_from_disk
 
-from tokrl.pipelines.stage import run_stage, shard_seed, stage_fingerprint
+from tokrl.data.dataset import build_task, read_table
+from tokrl.pipelines.runner import EvalSettings, Runner, settings_from
+from tokrl.pipelines.stage import (
+    MANIFEST,
+    config_hash,
+    dataset_fingerprint,
+    load_stage,
+    run_stage,
+    shard_seed,
+    stage_fingerprint,
+)
+from tokrl.recipe import RecipeError, check_keys
+from tokrl.rewards import extract_answer, resolve_rewards
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -177,8 +189,6 @@ class SelectRules:
 
 def _groups(completions, rewards, correct: bool, rules: SelectRules, rng: random.Random) -> list[list[str]]:
     """Completions of one kind grouped by answer, largest group first (ties: seeded shuffle), members shuffled."""
-    from tokrl.rewards import extract_answer
-
     members: dict[str, list[str]] = {}
     for text, reward in zip(completions, rewards):
         if reward != reward:  # NaN: ungradable
@@ -290,12 +300,8 @@ def load_preference_dataset(path: str, *, split: str = "train", allow_hub: bool 
     `path`: a `save_to_disk` directory (or a tokrl stage directory), a `.parquet` or `.jsonl`/`.json` file.
     A hub dataset name is used only with `allow_hub=True` (recipes: `data.hub: true`).
     """
-    from datasets import load_dataset, load_from_disk
-
     p = Path(path)
     if p.is_dir():
-        from tokrl.pipelines.stage import MANIFEST, load_stage
-
         if (p / MANIFEST).is_file():
             ds = load_stage(p)
         else:
@@ -305,8 +311,6 @@ def load_preference_dataset(path: str, *, split: str = "train", allow_hub: bool 
                     raise ValueError(f"{path}: no split '{split}' (splits: {list(ds.keys())})")
                 ds = ds[split]
     elif p.is_file():
-        from tokrl.data.dataset import read_table
-
         ds = read_table(str(p), where="data.path")
     elif allow_hub:
         ds = load_dataset(str(path), split=split)
@@ -331,199 +335,7 @@ def response_text(response: Any) -> str:
     return str(response)
 
 
-# ---- plumbing shared by the cDPO and T-REG pipelines: stage runner, recipe sections, DPO training, evaluation -----
-
-
-class StopPipeline(Exception):
-    """Raised by `Runner.step` after the one stage asked for with `--stage` has run; carries its result."""
-
-    def __init__(self, name: str, result=None):
-        super().__init__(name)
-        self.name = name
-        self.result = result
-
-
-class Runner:
-    """Runs a pipeline's stages in order under `output_dir/<stage>`: complete stages are skipped by the stages
-    themselves; `only` runs one stage (its inputs must be complete); `overwrite` redoes the stages it applies to."""
-
-    def __init__(self, output_dir: str | Path, stages: tuple[str, ...], *, overwrite: bool = False,
-                 only: str | None = None, stop_after: str | None = None, file: str = "<recipe>"):
-        from tokrl.recipe import RecipeError, did_you_mean
-
-        if only is not None and only not in stages:
-            raise RecipeError(f"unknown stage '{only}'{did_you_mean(only, stages)}; stages: {', '.join(stages)}")
-        self.output_dir = Path(output_dir)
-        self.stages = stages
-        self.overwrite = overwrite
-        self.only = only
-        self.stop_after = stop_after
-        self.file = file
-        self.log: list[str] = []
-
-    def dir(self, name: str) -> Path:
-        return self.output_dir / name
-
-    def need(self, value, name: str):
-        """`value` from an optional step that a later stage needs after all."""
-        if value is None:
-            from tokrl.pipelines.stage import StageError
-
-            raise StageError(f"stage '{self.only}' needs the output of stage '{name}' ({self.dir(name)}), which is "
-                             f"not complete; run it first (--stage {name}) or run the whole pipeline")
-        return value
-
-    def step(self, name: str, compute: Callable[[bool], Any], load: Callable[[Path], Any] | None = None,
-             required: bool = True):
-        """`compute(overwrite)` runs (or skips) the stage; with `only` set, other stages are loaded, not run
-        (an incomplete one is an error if `required`, else None: evaluations and side branches)."""
-        from tokrl.pipelines.stage import StageError, is_complete, load_stage
-
-        if self.only is not None and name != self.only:
-            if not is_complete(self.dir(name)) and not required:
-                return None
-            if not is_complete(self.dir(name)):
-                raise StageError(f"stage '{self.only}' needs the output of stage '{name}' ({self.dir(name)}), which "
-                                 f"is not complete; run it first (--stage {name}) or run the whole pipeline")
-            return (load or load_stage)(self.dir(name))
-        from tokrl.pipelines.stage import is_complete as done_before
-
-        skipped = done_before(self.dir(name)) and not self.overwrite
-        print(f"[tokrl] stage {name}: {'complete, skipping' if skipped else 'running'}", flush=True)
-        result = compute(self.overwrite)
-        self.log.append(name)
-        if name in (self.only, self.stop_after):
-            raise StopPipeline(name, result)
-        return result
-
-
-def lora_config(spec: dict | None, where: str, file):
-    """A peft `LoraConfig` from a recipe mapping (None -> no LoRA); bad keys are one-line errors."""
-    if spec is None:
-        return None
-    from peft import LoraConfig
-
-    from tokrl.recipe import RecipeError, check_keys
-
-    import dataclasses as _dc
-
-    check_keys(spec, [f.name for f in _dc.fields(LoraConfig) if f.init], where, file)
-    try:
-        return LoraConfig(**{"task_type": "CAUSAL_LM", **spec})
-    except (TypeError, ValueError) as exc:
-        raise RecipeError(f"{file}: invalid '{where}' settings: {exc}") from None
-
-
-def cpu_sane(config_cls) -> dict:
-    """Defaults for TRL configs that do not resolve device defaults themselves (SFTConfig): fp32, no
-    checkpointing on a CPU; TRL's own choices with an accelerator."""
-    from tokrl.trainers.device_defaults import has_accelerator
-
-    gpu = has_accelerator()
-    return {"bf16": gpu, "gradient_checkpointing": gpu, "report_to": "none"}
-
-
-def train_preference_stage(stage_dir: Path, name: str, trainer_cls, config, dataset: Dataset, load_base: Callable,
-                           lora, *, config_record: dict, input_fingerprint: str, overwrite: bool) -> Path:
-    """Train a DPO-family trainer into `stage_dir/artifact` (the saved adapter or model + tokenizer).
-
-    Trainer checkpoints go to `stage_dir/checkpoints` and a killed run resumes from the newest one; the stage is
-    marked complete only after the final save. `config_record` (the recipe sections) is what gets hashed.
-    """
-    import shutil
-
-    from tokrl.pipelines.stage import run_artifact_stage
-
-    checkpoints = stage_dir / "checkpoints"
-    if overwrite and checkpoints.exists():
-        shutil.rmtree(checkpoints)
-
-    def build(tmp: Path):
-        import time
-
-        model, tokenizer = load_base()
-        config.output_dir = str(checkpoints)
-        trainer = trainer_cls(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                              peft_config=lora)
-        resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
-        t0 = time.time()
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        logs = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
-        means: dict[str, float] = {}
-        for entry in logs:
-            for key, value in entry.items():
-                if isinstance(value, (int, float)) and "/" in key:
-                    means.setdefault(key, []).append(float(value))  # type: ignore[arg-type]
-        return {"train_loss": result.training_loss, "steps": trainer.state.global_step, "seconds": time.time() - t0,
-                "resumed": bool(resume), "mean_logged": {k: sum(v) / len(v) for k, v in means.items()}}
-
-    if len(dataset) == 0:
-        from tokrl.pipelines.stage import StageError
-
-        raise StageError(f"stage '{name}': no preference pairs to train on (the select stage produced none; sample "
-                         "more completions per prompt or change the sampling temperature)")
-    return run_artifact_stage(name, stage_dir, build, config_record, input_fingerprint=input_fingerprint,
-                              overwrite=overwrite)
-
-
-def load_trained(path: Path, load_base: Callable):
-    """The model a training stage saved: a LoRA adapter (merged onto a fresh base) or a full model."""
-    path = Path(path)
-    model, tokenizer = load_base()
-    if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(model, str(path)).merge_and_unload(), tokenizer
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=next(model.parameters()).dtype), tokenizer
-
-
-@dataclass
-class EvalSettings:
-    """Greedy accuracy on the task's eval split, before and after training."""
-
-    before: bool = True
-    after: bool = True
-    num_prompts: int | None = None
-    max_new_tokens: int = 16
-    batch_size: int = 32
-
-
-def eval_stage(stage_dir: Path, name: str, get_model: Callable, eval_data: Dataset, settings: EvalSettings, *,
-               input_fingerprint: str, overwrite: bool) -> dict:
-    """Greedy accuracy (tokrl.evaluation.evaluate) as a stage: its result, with the per-prompt scores that paired
-    comparisons need, lives in the manifest."""
-    from tokrl.pipelines.stage import run_artifact_stage, stage_metadata
-
-    def build(tmp: Path):
-        from tokrl.evaluation import evaluate
-
-        model, tokenizer = get_model()
-        result = evaluate(model, tokenizer, eval_data, max_new_tokens=settings.max_new_tokens,
-                          batch_size=settings.batch_size, per_prompt=True)
-        accuracy = result["accuracy"]
-        (tmp / "accuracy.json").write_text(f'{{"accuracy": {accuracy}, "num_prompts": {len(eval_data)}}}\n')
-        return {"accuracy": accuracy, "num_prompts": len(eval_data), "per_prompt": result["per_prompt"]}
-
-    config = {"settings": asdict(settings), "eval_rows": len(eval_data)}
-    run_artifact_stage(name, stage_dir, build, config, input_fingerprint=input_fingerprint, overwrite=overwrite)
-    return stage_metadata(stage_dir)
-
-
-def settings_from(cls, mapping: dict | None, where: str, file):
-    """A settings dataclass from a recipe section: unknown keys (with a suggestion) and bad values name the key."""
-    import dataclasses as _dc
-
-    from tokrl.recipe import RecipeError, check_keys
-
-    mapping = dict(check_keys(mapping, [f.name for f in _dc.fields(cls) if f.init], where, file))
-    try:
-        return cls(**mapping)
-    except (TypeError, ValueError) as exc:
-        raise RecipeError(f"{file}: invalid '{where}' settings: {exc}") from None
+# ---- pairs for a pipeline: from the recipe's task or prompts (sample + select), or a DPO-format dataset --------
 
 
 @dataclass
@@ -543,17 +355,12 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
 
     Returns the pairs and, per extra kind ("positive", "negative"), (dataset, fingerprint).
     """
-    from tokrl.pipelines.stage import dataset_fingerprint, load_stage, stage_fingerprint
-    from tokrl.recipe import RecipeError, check_keys
-
     extra: dict[str, tuple[Dataset, str]] = {}
     eval_data = None
     task = None
     if recipe.get("task") is not None and recipe.get("prompts") is not None:
         raise RecipeError(f"{file}: set either 'task' (an embedded task) or 'prompts' (a question/answer dataset)")
     if recipe.get("task") is not None:
-        from tokrl.data.dataset import build_task
-
         task = build_task(recipe["task"], file)
         built = task.build()
         eval_data = built["eval"]
@@ -573,7 +380,7 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
             if kind in kinds:
                 sft = pairs.map(lambda r, s=side: {"completion": r[s]},
                                 remove_columns=[c for c in pairs.column_names if c != "prompt"])
-                extra[kind] = (sft, config_hash_of([fp, kind]))
+                extra[kind] = (sft, config_hash([fp, kind]))
         return PairsSource(pairs, fp, eval_data, {"pairs": len(pairs), "source": str(data["path"])}), extra
     if task is None:
         raise RecipeError(f"{file}: set 'task' or 'prompts' (pairs are sampled from them) or 'data' (a DPO-format "
@@ -587,8 +394,6 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
     if num_prompts:
         prompts = prompts.select(range(min(int(num_prompts), len(prompts))))
     reward_name = recipe.get("reward") or "accuracy"
-    from tokrl.rewards import resolve_rewards
-
     try:
         reward_fns = resolve_rewards([reward_name] if isinstance(reward_name, str) else reward_name)
     except ValueError as exc:
@@ -623,12 +428,6 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
                        runner.dir("sample")), extra
 
 
-def config_hash_of(obj) -> str:
-    from tokrl.pipelines.stage import config_hash
-
-    return config_hash(obj)
-
-
 def eval_split(source: PairsSource, settings: EvalSettings) -> Dataset | None:
     data = source.eval_data
     if data is None or len(data) == 0:
@@ -638,21 +437,8 @@ def eval_split(source: PairsSource, settings: EvalSettings) -> Dataset | None:
     return data
 
 
-def model_loader(model_id: str, trust_remote_code: bool = False) -> Callable:
-    """A function returning a fresh (model, tokenizer) each call (LoRA wrapping mutates a base model in place)."""
-
-    def load():
-        from tokrl.models import load_model
-
-        model, tokenizer = load_model(model_id, trust_remote_code=trust_remote_code)
-        return model, tokenizer
-
-    return load
-
-
 PROMPT_KEYS = ("path", "hub", "name", "split", "eval_split", "question_column", "answer_column", "template",
-               "train_template",
-               "num_eval")
+               "train_template", "num_eval")
 
 
 def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
@@ -663,11 +449,6 @@ def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
     samples few-shot but trains and scores zero-shot). The gold answer is the last number of `answer_column`
     (GSM8K's "#### 72" gives "72"). A hub name is used only with `hub: true`.
     """
-    from datasets import load_dataset, load_from_disk
-
-    from tokrl.recipe import RecipeError, check_keys
-    from tokrl.rewards import extract_answer
-
     spec = check_keys(spec, PROMPT_KEYS, "prompts", file, required=("path",))
     template = spec.get("template", "Question: {question}\nAnswer: ")
     train_template = spec.get("train_template", template)
@@ -679,8 +460,6 @@ def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
             ds = load_from_disk(str(path))
             return ds[split] if hasattr(ds, "keys") else ds
         if path.is_file():
-            from tokrl.data.dataset import read_table
-
             return read_table(str(path), where="prompts.path")
         if spec.get("hub"):
             return load_dataset(str(spec["path"]), spec.get("name"), split=split)
@@ -707,11 +486,7 @@ def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
 
 def check_pair_sections(recipe: dict, file) -> None:
     """Validate the sections `task_pairs` reads (task, prompts, data, sample, select, reward) without running."""
-    from tokrl.recipe import RecipeError, check_keys
-
     if recipe.get("task") is not None:
-        from tokrl.data.dataset import build_task
-
         build_task(recipe["task"], file)
     if recipe.get("prompts") is not None:
         check_keys(recipe["prompts"], PROMPT_KEYS, "prompts", file, required=("path",))
@@ -723,8 +498,6 @@ def check_pair_sections(recipe: dict, file) -> None:
     sample_spec = {k: v for k, v in (recipe.get("sample") or {}).items() if k not in ("num_prompts", "shard_size")}
     settings_from(SampleSettings, sample_spec, "sample", file)
     settings_from(SelectRules, recipe.get("select"), "select", file)
-    from tokrl.rewards import resolve_rewards
-
     name = recipe.get("reward") or "accuracy"
     try:
         resolve_rewards([name] if isinstance(name, str) else name)
@@ -732,23 +505,3 @@ def check_pair_sections(recipe: dict, file) -> None:
         raise RecipeError(f"{file}: reward: {exc}") from None
 
 
-def open_pipeline_recipe(recipe_path, overrides, method: str, keys) -> tuple:
-    """Load and check the parts every preference-pipeline recipe shares.
-
-    Returns (file, recipe, output_dir, model_id, load_base, trainer_section); errors name the file and key.
-    """
-    from tokrl.recipe import RecipeError, check_keys, load_recipe
-
-    file = str(recipe_path)
-    recipe = load_recipe(recipe_path, list(overrides))
-    check_keys(recipe, keys, "", file, required=("model",))
-    if recipe.get("method", method) != method:
-        raise RecipeError(f"{file}: method '{recipe['method']}' is not run by `tokrl {method}` (this command runs "
-                          f"method: {method})")
-    output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
-    model_id = str(recipe["model"])
-    load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
-    trainer_section = dict(recipe.get("trainer") or {})
-    if "output_dir" in trainer_section:
-        raise RecipeError(f"{file}: set the top-level 'output_dir', not 'trainer.output_dir' (stages live under it)")
-    return file, recipe, output_dir, model_id, load_base, trainer_section

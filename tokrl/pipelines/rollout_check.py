@@ -23,6 +23,11 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
+from tokrl.evaluation import pass_at_k
+from tokrl.pipelines.stage import run_artifact_stage, stage_metadata
+from tokrl.rewards import accuracy_reward
+from tokrl.trainers.token_columns import end_positions, end_token_ids, tokenize_preference
+
 
 @dataclass
 class RolloutSettings:
@@ -54,8 +59,6 @@ def _continue(model, tokenizer, prefixes: list[list[int]], settings: RolloutSett
 
 
 def _pass_at(n: int, c: int, k: int) -> float:
-    from tokrl.evaluation import pass_at_k
-
     return pass_at_k(n, c, k)
 
 
@@ -86,11 +89,7 @@ def check_position(model, tokenizer, reward_fn, prompt_ids, ids, i, answer, sett
 
 def rollout_report(model, tokenizer, scored: Dataset, settings: RolloutSettings, reward_fn=None) -> dict:
     """Run the bounded check on the first `num_trajectories` scored pairs; returns the report."""
-    from tokrl.pipelines.cdpo import end_positions, end_token_ids
-    from tokrl.trainers.token_columns import tokenize_preference
-
-    if reward_fn is None:
-        from tokrl.rewards import accuracy_reward as reward_fn
+    reward_fn = reward_fn or accuracy_reward
     if "answer" not in scored.column_names:
         raise ValueError("rollout_check needs the pairs' 'answer' column to grade continuations")
     rng = random.Random(settings.seed)
@@ -134,8 +133,6 @@ def rollout_report(model, tokenizer, scored: Dataset, settings: RolloutSettings,
 def rollout_check_stage(stage_dir: Path, load_base, scored: Dataset, settings: RolloutSettings, *,
                         input_fingerprint: str, overwrite: bool) -> dict:
     """The diagnostic as a stage: `artifact/report.json`, and the summary in the manifest metadata."""
-    from tokrl.pipelines.stage import run_artifact_stage, stage_metadata
-
     def build(tmp: Path):
         model, tokenizer = load_base()
         report = rollout_report(model, tokenizer, scored, settings)

@@ -28,8 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
+from peft import LoraConfig
 
+from tokrl.data.corrupted_sft import corrupted_token_mask
+from tokrl.models import load_model
 from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, stage_fingerprint
 from tokrl.pipelines.token_cleaning_select import (
     GlobalSelector,
@@ -39,7 +43,11 @@ from tokrl.pipelines.token_cleaning_select import (
     select_per_sample,
     streaming_threshold,
 )
-from tokrl.pipelines.token_cleaning_tokens import completion_span, tokenize_sft_row, truncation_slice
+from tokrl.recipe import build_config
+from tokrl.scoring import score_tokens
+from tokrl.trainers.token_cleaning_sft import TokenCleaningSFTTrainer
+from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
+from tokrl.trainers.token_cleaning_tokens import completion_span, tokenize_sft_row, truncation_slice
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +62,6 @@ _READ_BATCH = 512
 def tokenize_rows(rows: Dataset, tokenizer, *, max_length: int | None, truncation_mode: str = "keep_start",
                   row_offset: int = 0) -> dict:
     """input_ids / completion_mask (+ `corrupted` when rows carry `corrupt_spans`), truncated together."""
-    from tokrl.data.corrupted_sft import corrupted_token_mask
-
     sl = truncation_slice(max_length, truncation_mode)
     out: dict[str, list] = {"input_ids": [], "completion_mask": []}
     has_spans = "corrupt_spans" in rows.column_names
@@ -99,8 +105,6 @@ def score_stage(model, tokens: Dataset, stage_dir, *, model_id: str, batch_size:
                 overwrite: bool = False, shard_size: int = 512, input_fingerprint: str | None = None) -> Dataset:
     """Column `logps` (float32, aligned with input_ids, 0 on prompt positions) of the response under `model`.
     `input_fingerprint` (e.g. the tokenize stage's) saves hashing the token ids again."""
-    from tokrl.scoring import score_tokens
-
     features = Features({"logps": Sequence(Value("float32"))})
 
     def fn(shard, index):
@@ -223,11 +227,6 @@ def train_sft(init_model: str, dataset: Dataset, out_dir: Path, *, trainer: dict
               lora: dict | None = None, file: str = "<recipe>", where: str = "trainer",
               chat_template: str | None = None) -> dict:
     """SFT `init_model` on `dataset` with TokenCleaningSFTTrainer; save the (LoRA-merged) model to `out_dir`."""
-    from tokrl.models import load_model
-    from tokrl.recipe import build_config
-    from tokrl.trainers.token_cleaning_sft import TokenCleaningSFTTrainer
-    from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
-
     model, tokenizer = load_model(init_model)
     if chat_template:
         tokenizer.chat_template = chat_template
@@ -238,8 +237,6 @@ def train_sft(init_model: str, dataset: Dataset, out_dir: Path, *, trainer: dict
     args.weighting = weighting
     peft_config = None
     if lora:
-        from peft import LoraConfig
-
         peft_config = LoraConfig(task_type="CAUSAL_LM", **lora)
     sft = TokenCleaningSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                   peft_config=peft_config)
@@ -279,10 +276,6 @@ class Models:
         self._name, self._model = None, None
 
     def get(self, name: str):
-        import torch
-
-        from tokrl.models import load_model
-
         if name != self._name:
             self._model = None
             gpu = torch.cuda.is_available()

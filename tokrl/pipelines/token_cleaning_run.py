@@ -20,18 +20,27 @@ import json
 import logging
 from pathlib import Path
 
-from datasets import Dataset
+import torch
+from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
+from peft import LoraConfig
 
-from tokrl.pipelines.stage import config_hash, run_artifact_stage, stage_fingerprint, stage_metadata
+from tokrl.data.corrupted_sft import CorruptedArithmeticSFT, removal_quality
+from tokrl.evaluation import generate
+from tokrl.models import load_model, resolve_model_path
+from tokrl.pipelines.stage import config_hash, load_stage, run_artifact_stage, stage_fingerprint, stage_metadata
 from tokrl.pipelines.token_cleaning import (
     MASK_WEIGHTING,
     Models,
+    chunk_bounds,
+    cleaned_dataset,
     fixed_model_cleaning,
     model_stage,
     self_evolving_cleaning,
     tokenize_stage,
 )
-from tokrl.recipe import RecipeError, check_keys
+from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
+from tokrl.rewards import accuracy_reward, format_reward
+from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +56,6 @@ SOURCES = ("corrupted_arithmetic", "hub", "disk")
 
 def check_recipe(recipe: dict, file) -> dict:
     """Every section's keys and values, and the SFT configs, checked before any stage runs (no model loaded)."""
-    from tokrl.recipe import build_config
-    from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
-
     check_keys(recipe, TOP_KEYS, "", file, required=("output_dir", "model"))
     if recipe.get("method", "token_cleaning") != "token_cleaning":
         raise RecipeError(f"{file}: method must be 'token_cleaning' for `tokrl clean`, got {recipe['method']!r}")
@@ -75,15 +81,11 @@ def check_recipe(recipe: dict, file) -> dict:
         build_config(TokenCleaningSFTConfig, recipe.get(section), file, section, output_dir="unused",
                      report_to="none")
     if data["source"] == "corrupted_arithmetic":
-        from tokrl.data.corrupted_sft import CorruptedArithmeticSFT
-
         try:
             CorruptedArithmeticSFT(**(data.get("corrupted_arithmetic") or {}))
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{file}: data.corrupted_arithmetic: {exc}") from None
     if recipe.get("lora"):
-        from peft import LoraConfig
-
         try:
             LoraConfig(task_type="CAUSAL_LM", **recipe["lora"])
         except (TypeError, ValueError) as exc:
@@ -96,8 +98,6 @@ def load_data(recipe: dict, file) -> dict[str, Dataset | None]:
     data = recipe["data"]
     seed = recipe.get("seed", 0)
     if data["source"] == "corrupted_arithmetic":
-        from tokrl.data.corrupted_sft import CorruptedArithmeticSFT
-
         spec = dict(data.get("corrupted_arithmetic") or {})
         spec.setdefault("seed", seed)
         try:
@@ -119,23 +119,13 @@ def load_data(recipe: dict, file) -> dict[str, Dataset | None]:
 
 def _load(source: str, path: str, name, split: str) -> Dataset:
     if source == "disk":
-        from datasets import load_from_disk
-
         ds = load_from_disk(path)
         return ds[split] if hasattr(ds, "keys") else ds
-    from datasets import load_dataset
-
     return load_dataset(path, name, split=split)
 
 
 def evaluate_model(path: str, eval_data: Dataset, cfg: dict) -> dict:
     """Greedy accuracy (final number == answer) and format rate (reply is just a number), from one generation."""
-    import torch
-
-    from tokrl.evaluation import generate
-    from tokrl.models import load_model
-    from tokrl.rewards import accuracy_reward, format_reward
-
     model, tokenizer = load_model(path)
     if torch.cuda.is_available():
         model.to("cuda")
@@ -150,14 +140,17 @@ def evaluate_model(path: str, eval_data: Dataset, cfg: dict) -> dict:
             "num_prompts": len(texts), "examples": texts[:5], "per_prompt": {"accuracy": list(accuracy)}}
 
 
-def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
-    """Run every stage of the recipe; return (and write to output_dir/report.json) the report."""
-    import torch
-
-    from tokrl.data.corrupted_sft import removal_quality
-    from tokrl.models import load_model, resolve_model_path
-
-    check_recipe(recipe, file)
+def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str | None = None,
+              dry_run: bool = False) -> dict:
+    """`tokrl clean RECIPE.yaml`: every stage in order, finished ones skipped; returns (and writes to
+    output_dir/report.json) the report."""
+    file = str(recipe_path)
+    recipe = check_recipe(load_recipe(recipe_path, list(overrides)), file)
+    if stage is not None:
+        raise RecipeError(f"{file}: token cleaning runs its stages in order (finished ones are skipped); --stage is "
+                          "for the cdpo and treg pipelines")
+    if dry_run:  # every section checked, nothing loaded or written
+        return {"recipe": file, "ok": True}
     root = Path(recipe["output_dir"])
     seed = recipe.get("seed", 0)
     base = resolve_model_path(recipe["model"])
@@ -178,7 +171,7 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
                             overwrite=overwrite)
     token_fp = stage_fingerprint(root / "tokenize")
     models = Models()
-    report: dict = {"model": base, "keep_ratio": ratio, "pool_rows": len(tokens), "variants": {}}
+    report: dict = {"output_dir": str(root), "model": base, "keep_ratio": ratio, "pool_rows": len(tokens), "variants": {}}
 
     def train(stage_dir, init, dataset, weighting, fingerprint, where="trainer", cfg=None):
         # the SFT runs truncate like the tokenize stage unless the recipe says otherwise
@@ -243,16 +236,11 @@ def run_clean(recipe: dict, file="<recipe>", overwrite: bool = False) -> dict:
         finals["self_evolving"] = final
         entry = {"rounds": rounds}
         if "corrupted" in tokens.column_names:
-            from tokrl.pipelines.token_cleaning import cleaned_dataset
-            from tokrl.pipelines.stage import load_stage
-
             parts = []
             for r in rounds[1:]:
                 a, b = r["rows"]
                 sel = load_stage(root / "self_evolving" / f"round_{r['round']:02d}" / "select_global")
                 parts.append(cleaned_dataset(tokens.select(range(a, b)), sel))
-            from datasets import concatenate_datasets
-
             entry["removal"] = quality(concatenate_datasets(parts))  # over the cleaned chunks 1..T
         report["variants"]["self_evolving"] = entry
 
@@ -296,9 +284,6 @@ def summary_table(report: dict) -> str:
 def load_cleaned(output_dir, selection: str = "global", round_index: int | None = None) -> Dataset:
     """A finished run's cleaned dataset (tokenised rows + `token_scores` + `token_mask`), read from its stages:
     fixed-model cleaning by default, or the chunk of self-evolving round `round_index` (>= 1)."""
-    from tokrl.pipelines.stage import load_stage
-    from tokrl.pipelines.token_cleaning import chunk_bounds, cleaned_dataset
-
     root = Path(output_dir)
     tokens = load_stage(root / "tokenize")
     if round_index is None:

@@ -31,8 +31,25 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from tokrl.pipelines.preference import response_text
+from tokrl.pipelines.cdpo import _train_and_eval
+from tokrl.pipelines.preference import check_pair_sections, response_text, task_pairs
+from tokrl.pipelines.runner import (
+    EvalSettings,
+    Runner,
+    StopPipeline,
+    lora_config,
+    model_loader,
+    open_pipeline_recipe,
+    settings_from,
+)
 from tokrl.pipelines.stage import run_stage
+from tokrl.recipe import RecipeError, build_config, check_keys
+from tokrl.run_dir import write_run_info
+from tokrl.scoring import score_tokens
+from tokrl.trainers.token_columns import SIDES, token_columns_metadata, tokenize_preference, tokenizer_fingerprint
+from tokrl.trainers.treg import TREGConfig, TREGTrainer
+from tokrl.utils import did_you_mean
+
 
 TEMPLATES = {
     "revision": {
@@ -76,8 +93,6 @@ class TREGScoreSettings:
         elif self.template in TEMPLATES:
             self.templates = dict(TEMPLATES[self.template])
         else:
-            from tokrl.recipe import did_you_mean
-
             raise ValueError(f"score.template: unknown template '{self.template}'"
                              f"{did_you_mean(self.template, TEMPLATES)}; known: {', '.join(TEMPLATES)}, custom")
         for side, text in self.templates.items():
@@ -155,8 +170,6 @@ def build_scoring_examples(tokenizer, example: dict, settings: TREGScoreSettings
     Returns ({"chosen": ids, "rejected": ids}, [examples in order chosen-better, chosen-worse, rejected-better,
     rejected-worse], number of contexts whose draft was cut).
     """
-    from tokrl.trainers.token_columns import SIDES, tokenize_preference
-
     tok = tokenize_preference(tokenizer, example)
     completion = {side: tok[f"{side}_ids"] for side in SIDES}
     examples, cut = [], 0
@@ -173,8 +186,6 @@ def build_scoring_examples(tokenizer, example: dict, settings: TREGScoreSettings
 def score_pairs(model, tokenizer, pairs: Dataset, settings: TREGScoreSettings, meta: str) -> list[dict]:
     """Rows of `pairs` plus T-REG's per-token columns (see the module docstring) and `treg_contexts_cut` (how many
     of the row's 4 contexts had their draft shortened to fit `max_context_length`)."""
-    from tokrl.scoring import score_tokens
-
     rows, examples, completions, cuts = [], [], [], []
     for row in pairs:
         if "prompt" not in row:
@@ -204,8 +215,6 @@ def score_stage(stage_dir: str | Path, model, tokenizer, pairs: Dataset, setting
                 evaluator_id: str, input_fingerprint: str | None = None, overwrite: bool = False,
                 model_id: str | None = None) -> Dataset:
     """The crash-safe `score` stage over a pairs dataset; returns it with the reward columns."""
-    from tokrl.trainers.token_columns import token_columns_metadata, tokenizer_fingerprint
-
     meta = token_columns_metadata(tokenizer, evaluator=evaluator_id, template_hash=settings.template_hash())
 
     def fn(shard: Dataset, index: int):
@@ -252,20 +261,6 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
              stop_after: str | None = None, dry_run: bool = False) -> dict:
     """`tokrl treg RECIPE.yaml`: sample -> select -> score -> train (+ evals, optional DPO baseline), skipping
     complete stages; returns (and writes to `output_dir/summary.json`) a summary."""
-    from tokrl.pipelines.cdpo import _train_and_eval
-    from tokrl.pipelines.preference import (
-        EvalSettings,
-        Runner,
-        StopPipeline,
-        model_loader,
-        open_pipeline_recipe,
-        settings_from,
-        task_pairs,
-    )
-    from tokrl.recipe import RecipeError, build_config, check_keys
-    from tokrl.run_dir import write_run_info
-    from tokrl.trainers.treg import TREGConfig, TREGTrainer
-
     file, recipe, output_dir, model_id, load_base, trainer_section = open_pipeline_recipe(
         recipe_path, overrides, "treg", RECIPE_KEYS)
     score_settings = settings_from(TREGScoreSettings, recipe.get("score"), "score", file)
@@ -276,8 +271,6 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
     config = build_config(TREGConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
                           report_to="none", treg_expected_evaluator=evaluator_id,
                           treg_expected_template_hash=score_settings.template_hash())
-    from tokrl.pipelines.preference import check_pair_sections, lora_config
-
     check_pair_sections(recipe, file)
     lora_config(train.get("lora"), "train.lora", file)
     runner = Runner(output_dir, STAGES, overwrite=overwrite, only=stage, stop_after=stop_after, file=file)
@@ -292,8 +285,6 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         summary["sampling"] = source.stats
 
         def score(ow):
-            from tokrl.trainers.token_columns import tokenizer_fingerprint
-
             model, tokenizer = load_base()
             if score_settings.evaluator and score_settings.evaluator != model_id:
                 evaluator, eval_tok = model_loader(score_settings.evaluator,

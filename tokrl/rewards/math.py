@@ -39,7 +39,7 @@ def normalize(answer: str) -> str:
 
 
 def _parse(answer: str):
-    from math_verify import parse
+    from math_verify import parse  # deferred: math-verify (sympy) is heavy and only the math reward needs it
 
     return parse(f"${normalize(answer)}$")
 
@@ -50,7 +50,7 @@ def same_answer(pred: str | None, gold) -> bool:
     A gold cell holding a whole solution ('... #### 72', '... \\boxed{72}') is reduced to its final answer."""
     if pred is None or gold is None:
         return False
-    from math_verify import verify
+    from math_verify import verify  # deferred: as above
 
     gold_parsed, pred_parsed = _parse(gold_answer(gold)), _parse(pred)
     if not gold_parsed or not pred_parsed:

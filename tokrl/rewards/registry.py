@@ -15,10 +15,10 @@ import functools
 import inspect
 from typing import Callable
 
-from tokrl.recipe import did_you_mean, load_object
 from tokrl.rewards.arithmetic import accuracy_reward, answer_spans_reward, format_reward
 from tokrl.rewards.math import math_reward
 from tokrl.rewards.token_rewards import sequence_summary
+from tokrl.utils import did_you_mean, load_object
 
 REWARDS: dict[str, Callable] = {"accuracy": accuracy_reward, "math": math_reward, "format": format_reward,
                                 "answer_spans": answer_spans_reward}

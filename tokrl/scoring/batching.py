@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -71,8 +72,6 @@ def iter_batches(examples: Sequence[dict], batch_size: int, device, progress: bo
     lengths = [len(e["prompt_ids"]) + len(e["completion_ids"]) for e in examples]
     buckets = length_buckets(lengths, batch_size)
     if progress:
-        from tqdm.auto import tqdm
-
         buckets = tqdm(buckets, desc=desc, unit="batch")
     for indices in buckets:
         yield make_batch(examples, indices, device)

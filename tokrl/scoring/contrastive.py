@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 import torch
 
+from tokrl.model_head import Head, backbone_hidden, lm_head_of
 from tokrl.scoring.batching import iter_batches
-from tokrl.scoring.head import Head, backbone_hidden, chunked_logprobs, lm_head_of
+from tokrl.scoring.head import chunked_logprobs
 from tokrl.scoring.tokens import device_of, eval_mode
 
 

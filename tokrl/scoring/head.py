@@ -1,4 +1,4 @@
-"""The LM head as plain tensors, and TRL's chunked log-prob kernel applied to hidden states we already hold.
+"""TRL's chunked log-prob kernel applied to hidden states we already hold.
 
 Why not `model(..., labels=..., fused_lm_head=True)` (TRL's `add_fused_lm_head`) here:
 - it fixes the temperature when the head is patched in and monkey-patches the caller's model for good, while the
@@ -12,65 +12,16 @@ TRL's own online-logsumexp kernel (log-probs, entropies and their backward), in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import maybe_gather_lm_head_ctx
 
-from tokrl.trainers.hidden_states import backbone_of
+from tokrl.model_head import Head
 
 # Positions per kernel call and vocabulary columns per tile: one fp32 tile is 256 x 8192 x 4 B = 8 MiB
 # (cache-friendlier than bigger tiles on CPU: the head matmul then runs at the speed of one big matmul).
 TOKEN_CHUNK = 256
 VOCAB_CHUNK = 8192
-_UNSUPPORTED_SCALES = ("output_multiplier", "lm_head_multiplier", "logits_scaling")
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The `*ForCausalLM` module under DDP/DeepSpeed and PEFT wrappers."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
-
-
-@dataclass
-class Head:
-    """What turns a final hidden state into logits: `logit_scale * (h @ weight.T + bias)`, optionally softcapped."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    logit_scale: float = 1.0
-    softcap: float | None = None
-
-
-def lm_head_of(model: torch.nn.Module) -> Head:
-    """Read the output projection and the logit transform from the model and its config."""
-    base = unwrap(model)
-    head = base.get_output_embeddings()
-    if head is None or not hasattr(head, "weight"):
-        raise ValueError(f"{type(base).__name__} has no output embeddings (lm_head) to score with")
-    if hasattr(head, "base_layer") or hasattr(head, "lora_A"):
-        raise ValueError("the lm_head carries a PEFT adapter; merge it (merge_and_unload) before scoring")
-    config = base.config.get_text_config()
-    for name in _UNSUPPORTED_SCALES:
-        if getattr(config, name, None) is not None:
-            raise ValueError(f"config.{name} is set; the tokrl scorer supports only logit_scale and softcapping")
-    scale = getattr(config, "logit_scale", None)
-    return Head(
-        weight=head.weight,
-        bias=getattr(head, "bias", None),
-        logit_scale=1.0 if scale is None else float(scale),
-        softcap=getattr(config, "final_logit_softcapping", None),
-    )
-
-
-def backbone_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Final-norm hidden states `[B, L, H]` from the decoder backbone alone (the LM head is never called)."""
-    out = backbone_of(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
 def chunked_logprobs(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from tokrl.trainers.hidden_states import backbone_of, unwrap_model
+from tokrl.model_head import backbone_of, last_hidden, lm_head_of, unwrap_model, zero3_rows
 from tokrl.weighting.unembedding import Unembedding
 
 
@@ -32,8 +32,7 @@ class GenerationCapture:
         self._handles = []
 
     def _on_backbone(self, module, args, output):
-        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-        self.states.append(hidden[:, -1].detach())
+        self.states.append(last_hidden(output)[:, -1].detach())
 
     def _on_head(self, module, args, output):
         logits = output[:, -1].float() / self.temperature
@@ -72,56 +71,11 @@ class OldPassCapture:
         self.entropies: torch.Tensor | None = None
 
 
-def zero3_rows(weight: torch.nn.Parameter, ids: torch.Tensor) -> torch.Tensor:
-    """Rows `ids` of a DeepSpeed ZeRO-3 partitioned 2-D parameter, gathered without materialising the whole matrix.
-
-    ZeRO-3 keeps rank r's slice [r*n, (r+1)*n) of the flattened parameter in `weight.ds_tensor` (n = its numel).
-    Every rank fills the elements of the requested rows it owns and an all-reduce sums them: |ids| x d floats move,
-    not V x d. Collective: every rank must call it with the same ids.
-    """
-    import torch.distributed as dist
-
-    group = weight.ds_process_group
-    part = weight.ds_tensor
-    size = part.ds_numel if hasattr(part, "ds_numel") else part.numel()
-    rank = dist.get_rank(group=group)
-    shape = tuple(weight.ds_shape)
-    width = shape[1] if len(shape) > 1 else 1
-    device = ids.device
-    flat = ids.unsqueeze(1) * width + torch.arange(width, device=device)  # [n, d] flat element indices
-    start = rank * size
-    owned = (flat >= start) & (flat < start + size)
-    out = torch.zeros(flat.shape, dtype=torch.float32, device=device)
-    local = part.data.view(-1).to(device)
-    out[owned] = local[flat[owned] - start].float()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
-    return out if len(shape) > 1 else out.squeeze(1)
-
-
-def logit_scale(config) -> tuple[float, float | None]:
-    """(logit_scale, final_logit_softcapping) read from the model config as TRL's fused LM head reads them."""
-    text = config.get_text_config()
-    softcap = getattr(text, "final_logit_softcapping", None)
-    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
-        value = getattr(text, name, None)
-        if value is not None:
-            return float(value), softcap
-    scaling = getattr(text, "logits_scaling", None)
-    if scaling is not None:
-        return (float(scaling) if text.model_type == "hyperclovax" else 1.0 / float(scaling)), softcap
-    return 1.0, softcap
-
-
 def unembedding_of(model, accelerator, temperature: float, needed: torch.Tensor, all_rows: bool) -> Unembedding:
     """The LM head rows for token ids `needed` (this process's; every row with `all_rows`). Collective."""
-    model = unwrap_model(model)
-    head = model.get_output_embeddings()
-    if hasattr(head, "lora_A"):
-        raise NotImplementedError("rollout weighters do not support a LoRA adapter on the LM head; drop it from "
-                                  "target_modules")
+    head = lm_head_of(model)
     weight, bias = head.weight, head.bias
-    scale, softcap = logit_scale(model.config)
-    common = dict(temperature=temperature, logit_scale=scale, softcap=softcap)
+    common = dict(temperature=temperature, logit_scale=head.logit_scale, softcap=head.softcap)
     if not hasattr(weight, "ds_id"):  # not ZeRO-3: the full matrix is here
         if hasattr(weight, "full_tensor"):  # FSDP2 DTensor
             weight = weight.full_tensor()

@@ -31,8 +31,8 @@ import torch
 from datasets import Dataset, DatasetDict
 from trl import SFTTrainer
 
-from tokrl.pipelines.token_cleaning_tokens import check_token_columns, tokenize_sft_row, truncation_slice
-from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states
+from tokrl.model_head import HiddenStateCapture, completion_hidden_states
+from tokrl.trainers.token_cleaning_tokens import check_token_columns, tokenize_sft_row, truncation_slice
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 from tokrl.trainers.weight_logging import WeightLogging
 from tokrl.weighting import TokenView, TokenWeighter, build_weighter

@@ -42,7 +42,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow.compute as pc
 import torch
+from trl.data_utils import _tokenize, common_prefix_length, extract_prompt, is_conversational
 
 SIDES = ("chosen", "rejected")
 META_COLUMN = "token_columns_meta"
@@ -64,8 +66,6 @@ def ids_column(side: str) -> str:
 
 def tokenize_preference(tokenizer, example: dict[str, Any]) -> dict[str, list[int]]:
     """`prompt_ids`, `chosen_ids`, `rejected_ids` exactly as TRL 1.16's DPOTrainer tokenises `example`."""
-    from trl.data_utils import _tokenize, common_prefix_length, extract_prompt, is_conversational
-
     example = dict(example)
     if "prompt" not in example:
         example.update(extract_prompt(example))
@@ -122,6 +122,21 @@ def completion_token_ids(
 # ---- metadata -----------------------------------------------------------------------------------------------------
 
 
+def end_positions(ids: list[int], end_ids: set[int]) -> int:
+    """Index of the first trailing end-of-sequence token: the last occurrence of an end id (the tokens after it,
+    e.g. the chat template's newline, are template too); len(ids) if there is none."""
+    for i in range(len(ids) - 1, -1, -1):
+        if ids[i] in end_ids:
+            return i
+    return len(ids)
+
+
+def end_token_ids(tokenizer) -> set[int]:
+    """The ids that end a completion (the tokenizer's EOS)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    return {i for i in ids if i is not None}
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash of what decides the token ids: vocabulary, special tokens and chat template."""
     tok = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
@@ -176,8 +191,6 @@ def check_metadata(dataset, tokenizer, expected: dict[str, Any] | None = None, c
 
 
 def _lengths(dataset, column: str) -> list[int]:
-    import pyarrow.compute as pc
-
     table = dataset.with_format("arrow")[column]
     return pc.list_value_length(table).to_pylist()
 

@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import is_peft_model
 from datasets import Dataset
 from trl import DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
+from tokrl.model_head import HiddenStateCapture, completion_hidden_states, unwrap_model
 from tokrl.trainers import pair_weights as pw
 from tokrl.trainers import token_columns as tc
-from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states
 from tokrl.trainers.weight_logging import WeightLogging
 from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
 from tokrl.weighting import TokenView, TokenWeighter, Uniform, build_weighter, weight_stats
@@ -196,10 +195,10 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
 
     def _fused_modules(self):
         """The modules `add_fused_lm_head` patched: the policy's (PEFT: its base model) and a separate reference."""
-        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        policy = unwrap_model(self.model)
         modules = [policy]
         if self.ref_model is not None:
-            ref = self.accelerator.unwrap_model(self.ref_model)
+            ref = unwrap_model(self.ref_model)
             if ref is not policy:
                 modules.append(ref)
         return modules

@@ -33,8 +33,8 @@ import torch
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from tokrl.trainers.hidden_states import HiddenStateCapture, completion_hidden_states, unwrap_model
-from tokrl.trainers.rollout import GenerationCapture, OldPassCapture, logit_scale, unembedding_of
+from tokrl.model_head import HiddenStateCapture, completion_hidden_states, logit_transform, unwrap_model
+from tokrl.trainers.rollout import GenerationCapture, OldPassCapture, unembedding_of
 from tokrl.trainers.token_reward_funcs import TokenRewardFunctions
 from tokrl.trainers.weight_logging import WeightLogging
 from tokrl.trainers.weighted_grpo_config import WeightedGRPOConfig
@@ -135,7 +135,7 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
             return False
         if self.tools or self.environment_factories is not None or getattr(self, "rollout_func", None) is not None:
             return False
-        return logit_scale(unwrap_model(self.model).config) == (1.0, None)
+        return logit_transform(unwrap_model(self.model).config) == (1.0, None)
 
     def _generate(self, prompts):
         if self._old_pass is None or not self._can_capture_generation():

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import inspect
 from typing import Any
 
+from tokrl.utils import did_you_mean, load_object
 from tokrl.weighting.base import TokenWeighter
 from tokrl.weighting.shaping import AdvantageShaper
 
@@ -36,20 +35,11 @@ def register_shaper(name: str):
     return _register(SHAPERS, name, "shaper")
 
 
-def did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _resolve(name: str, table: dict, base: type, kind: str) -> type:
     if name in table:
         return table[name]
     if ":" in name or "." in name:  # a dotted path to the user's own class: "mypkg.weights:MyWeighter"
-        module_name, _, attr = name.replace(":", ".").rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"{kind} '{name}' could not be imported: {exc}") from None
+        cls = load_object(name, kind)
         if not (inspect.isclass(cls) and issubclass(cls, base)):
             raise ValueError(f"{kind} '{name}' is not a {base.__name__} subclass")
         return cls

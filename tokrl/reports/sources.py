@@ -26,12 +26,18 @@ import math
 import sys
 from pathlib import Path
 
+import datasets
+from transformers import AutoTokenizer
+
 from tokrl.diagnostics.metrics_log import METRICS, read_metrics
 from tokrl.diagnostics.token_dump import RUN_INFO, TOKEN_VALUES, decode_pieces, read_token_values
+from tokrl.models import resolve_model_path, tiny_tokenizer
+from tokrl.pipelines.stage import MANIFEST as STAGE_MANIFEST
+from tokrl.pipelines.stage import load_stage
+from tokrl.trainers.token_columns import completion_token_ids
 
 GENERIC_IDS = ("input_ids", "completion_ids", "ids", "token_ids")
 META_FILE = "tokrl_meta.json"
-STAGE_MANIFEST = "manifest.json"
 
 
 # ---- run dirs ---------------------------------------------------------------------------------------------
@@ -221,8 +227,6 @@ def preference_ids(columns: dict[str, list], tokenizer) -> dict[str, list]:
         return {}
     if not any(c.startswith(sides) and _list_kind(v) == "numbers" for c, v in columns.items()):
         return {}
-    from tokrl.trainers.token_columns import completion_token_ids
-
     keys = [k for k in ("prompt", "chosen", "rejected", "tools", "chat_template_kwargs") if k in columns]
     out = {"chosen_ids": [], "rejected_ids": []}
     for r in range(len(columns["chosen"])):
@@ -233,11 +237,7 @@ def preference_ids(columns: dict[str, list], tokenizer) -> dict[str, list]:
 
 
 def _open_dataset(path: Path, split: str | None):
-    import datasets
-
     if path.is_dir() and (path / STAGE_MANIFEST).is_file():  # a tokrl pipeline stage (shards + manifest)
-        from tokrl.pipelines.stage import load_stage
-
         ds = load_stage(path)
     elif path.is_dir():
         try:
@@ -290,13 +290,7 @@ def _metadata(path: Path, ds) -> dict:
 def load_tokenizer(spec: str):
     """`tiny` -> tokrl's tiny tokenizer; an embedded model name, a local dir or a hub id -> AutoTokenizer."""
     if spec == "tiny":
-        from tokrl.models import tiny_tokenizer
-
         return tiny_tokenizer()
-    from transformers import AutoTokenizer
-
-    from tokrl.models import resolve_model_path
-
     return AutoTokenizer.from_pretrained(resolve_model_path(spec))
 
 

@@ -2,7 +2,7 @@
 
 Only the current page of samples is turned into DOM nodes, so 1,000 samples x 512 tokens stay responsive: the
 data is parsed once and a page (20 samples by default) is rendered with a single `innerHTML` assignment. Hover
-uses one delegated listener, not one per token. Colours come from `tokrl.diagnostics.colors`, whose Python and
+uses one delegated listener, not one per token. Colours come from `tokrl.reports.colors`, whose Python and
 JavaScript halves compute the same RGB.
 """
 
@@ -12,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from tokrl.diagnostics.colors import SCALE_JS, value_scale
+from tokrl.reports.colors import SCALE_JS, value_scale
 
 PREFERRED = ("weight", "token_weights", "thr", "token_rewards", "advantage", "token_scores", "entropy")
 

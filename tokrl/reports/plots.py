@@ -51,10 +51,10 @@ def series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write one PNG per logged curve into `out_dir` (default `run_dir/plots`); returns the paths written."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy and only plotting needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: as above
 
     run_dir = Path(run_dir)
     history, source = load_history(run_dir)
