@@ -79,7 +79,7 @@ BAD_RECIPES = [
     ({"method": "grpo", "weighting": {"name": "entropy_quantil"}}, "did you mean 'entropy_quantile'"),
     ({"method": "grpo", "weighting": {"name": "entropy_quantile", "rho": -1}}, "rho must be in [0, 1]"),
     ({"eval": {"befor": True}}, "unknown key 'eval.befor' (did you mean 'before'?)"),
-    ({"method": "cdpo"}, "unknown key 'trainer.num_generations'"),  # checked by the cDPO pipeline's rules
+    ({"method": "cdpo"}, "unknown key 'weighting'"),  # now checked by the cDPO pipeline's rules
     ({"trainer": {"num_generations": 3}}, "invalid 'trainer' settings"),
 ]
 
