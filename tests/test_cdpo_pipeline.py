@@ -156,7 +156,7 @@ def test_shipped_recipes_pass_every_check(name):
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
     text = recipe.read_text()
-    assert text.startswith("# cDPO") and "tokrl cdpo recipes/" in text and "arXiv 2411.19943" in text
+    assert text.startswith("# cDPO") and "tokrl train recipes/" in text and "arXiv 2411.19943" in text
     out = run_cdpo(recipe, dry_run=True)
     assert out["ok"] and out["stages"][-1] == "rollout_check"
     from tokrl.runs import check_recipe as validate_recipe

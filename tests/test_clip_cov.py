@@ -47,7 +47,7 @@ def test_tokens_already_clipped_by_ppo_are_not_candidates():
 
 
 def test_two_step_run_of_the_shipped_recipe(tmp_path):
-    from tokrl.commands.train import train_recipe
+    from tokrl.runs import train_recipe
     from tokrl.models import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "tiny")

@@ -57,7 +57,7 @@ def test_rollout_weights_use_generation_entropies_equal_to_a_forward(tmp_path):
 
 
 def test_two_step_run_of_the_shipped_recipe(tmp_path):
-    from tokrl.commands.train import train_recipe
+    from tokrl.runs import train_recipe
     from tokrl.models import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "tiny")

@@ -180,7 +180,7 @@ def test_self_evolving_rounds(tmp_path):
 def test_shipped_recipes_are_valid(name):
     path = ROOT / "recipes" / name
     text = path.read_text()
-    assert text.startswith("#") and "tokrl clean recipes/" + name in text and "2502.01968" in text
+    assert text.startswith("#") and "tokrl train recipes/" + name in text and "2502.01968" in text
     recipe = check_recipe(load_recipe(path), path)
     for section in ("reference_trainer", "trainer"):
         config = build_config(TokenCleaningSFTConfig, recipe.get(section), path, section, output_dir="unused",

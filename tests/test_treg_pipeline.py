@@ -225,7 +225,7 @@ def test_shipped_recipes_pass_every_check(name):
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
     text = recipe.read_text()
-    assert text.startswith("# T-REG") and "tokrl treg recipes/" in text and "arXiv 2412.02685" in text
+    assert text.startswith("# T-REG") and "tokrl train recipes/" in text and "arXiv 2412.02685" in text
     assert run_treg(recipe, dry_run=True)["ok"]
     from tokrl.runs import check_recipe as validate_recipe
 
