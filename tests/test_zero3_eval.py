@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.distributed
 def test_two_process_zero3_run_evaluates_before_and_after_and_speaks_once(tmp_path):
-    from tokrl.commands.train import prepare_run
+    from tokrl.runs import prepare_run
     from tokrl.evaluation import evaluate, generate
     from tokrl.models import load_model, save_tiny_model
 

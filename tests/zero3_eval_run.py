@@ -12,7 +12,7 @@ from tokrl.cli import main as tokrl_main
 def main(recipe: str, model_dir: str, out_path: str):
     code = tokrl_main(["train", recipe])
 
-    from tokrl.commands.train import prepare_run
+    from tokrl.runs import prepare_run
     from tokrl.evaluation import generate
     from tokrl.models import load_model
 
