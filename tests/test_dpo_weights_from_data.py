@@ -93,7 +93,7 @@ def test_bad_pair_weights_are_one_line_errors(models, tmp_path):
 def test_tokrl_dpo_trains_from_yaml_with_both_weight_columns(tmp_path):
     import yaml
 
-    from tokrl.data.weighted_pairs import write_weighted_pairs
+    from tokrl.pipelines.weighted_pairs import write_weighted_pairs
     from tokrl.models import save_tiny_model, tiny_tokenizer
     from tokrl.pipelines.dpo_data import run_dpo
     from tokrl.recipe import RecipeError
