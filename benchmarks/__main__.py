@@ -70,7 +70,7 @@ def summarise(case: Case, runs: dict[str, list[dict]], clock: str) -> dict:
     return {"contenders": out, "targets": targets}
 
 
-def markdown(case: Case, summary: dict, clock: str) -> str:
+def markdown(case: Case, summary: dict, clock: str, runs: dict[str, list[dict]]) -> str:
     lines = [f"### {case.name}: {case.description}", ""]
     lines += [
         f"| contender | time/unit ({clock}, s) | wall s | CPU s | peak MiB | tokens/s | runs: time s | runs: MiB |",
@@ -94,6 +94,8 @@ def markdown(case: Case, summary: dict, clock: str) -> str:
         for t in summary["targets"]:
             ratio = "" if t["ratio"] is None else f"{t['ratio']:.3f}"
             lines.append(f"| {t['label']} | {ratio} | {t['bound']} | {t['status']} |")
+    if case.details is not None:
+        lines += ["", case.details(runs)]
     return "\n".join(lines)
 
 
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
                 print(f"[{name}] repeat {r + 1}/{args.repeats} {contender}: {shown}", flush=True)
         summary = summarise(case, runs, clock)
         report["cases"][name] = {"runs": runs, **summary}
-        sections.append(markdown(case, summary, clock))
+        sections.append(markdown(case, summary, clock, runs))
         print("\n" + sections[-1] + "\n", flush=True)
     info["load_after"] = os.getloadavg()
     info["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

@@ -54,6 +54,7 @@ class Case:
     targets: list[Target] = field(default_factory=list)
     notes: str = ""
     default: bool = True  # False: run only when named with --cases (ablations, slow cases)
+    details: Callable[[dict[str, list[dict]]], str] | None = None  # extra markdown from all runs (e.g. a profile)
 
 
 CASES: dict[str, Case] = {}

@@ -73,27 +73,23 @@ class ForwardCounter:
 
 def settings(quick: bool) -> dict:
     # per step: one group of 4 completions of a fixed length; the first step is a warm-up and not timed
-    return {"completion_length": 8 if quick else 16, "timed_steps": 1 if quick else 2, "group": 4}
+    return {"completion_length": 8 if quick else 16, "timed_steps": 1 if quick else 2, "group": 4, "prompts": 1}
 
 
-def load(contender: str, quick: bool):
-    from trl import GRPOConfig, GRPOTrainer
+def recipe_settings(quick: bool) -> dict:
+    """`recipes/grpo_arithmetic.yaml`'s step: 16 completions (2 prompts x 8) of at most 24 tokens."""
+    if quick:
+        return {"completion_length": 8, "timed_steps": 1, "group": 4, "prompts": 1}
+    return {"completion_length": 24, "timed_steps": 2, "group": 8, "prompts": 2}
 
-    from tokrl.data.arithmetic import ArithmeticTask
-    from tokrl.models import load_model
-    from tokrl.rewards import accuracy_reward, format_reward
-    from tokrl.trainers import ForkingGRPOConfig, ForkingGRPOTrainer, WeightedGRPOConfig, WeightedGRPOTrainer
 
-    s = settings(quick)
-    gpu = torch.cuda.is_available()
-    model, tokenizer = load_model(MODEL)
-    data = ArithmeticTask(num_train=64, num_eval=0, seed=0).build()["train"]
+def grpo_config(s: dict, force_length: bool = True, **overrides) -> dict:
+    """The config every GRPO contender shares (as keyword arguments of a `GRPOConfig` subclass)."""
     common = dict(
         output_dir=tempfile.mkdtemp(prefix="tokrl-bench-"),
-        per_device_train_batch_size=s["group"],
+        per_device_train_batch_size=s["group"] * s["prompts"],
         num_generations=s["group"],
         max_completion_length=s["completion_length"],
-        generation_kwargs={"min_new_tokens": s["completion_length"]},
         max_steps=1 + s["timed_steps"],
         learning_rate=1e-6,
         logging_steps=1,
@@ -102,6 +98,64 @@ def load(contender: str, quick: bool):
         seed=0,
         dataloader_num_workers=0,
     )
+    if force_length:
+        common["generation_kwargs"] = {"min_new_tokens": s["completion_length"]}
+    return {**common, **overrides}
+
+
+def smollm2(layers: int | None = None):
+    """SmolLM2-135M-Instruct and its tokenizer; `layers` keeps only the first decoder layers (real weights,
+    tokenizer and vocabulary, a fraction of the compute: the per-token extras of a weighter then weigh more)."""
+    from tokrl.models import load_model
+
+    model, tokenizer = load_model(MODEL)
+    if layers is not None:
+        model.model.layers = model.model.layers[:layers]
+        model.config.num_hidden_layers = layers
+    return model, tokenizer
+
+
+def build_trainer(trainer_cls, args, callbacks=(), layers=None, reward_funcs=None, **kwargs):
+    """SmolLM2 on the arithmetic task with the accuracy and format rewards (the demo's model, data and rewards)."""
+    from tokrl.data.arithmetic import ArithmeticTask
+    from tokrl.rewards import accuracy_reward, format_reward
+
+    model, tokenizer = smollm2(layers)
+    data = ArithmeticTask(num_train=64, num_eval=0, seed=0).build()["train"]
+    return trainer_cls(
+        model=model,
+        reward_funcs=reward_funcs or [accuracy_reward, format_reward],
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        **kwargs,
+    )
+
+
+def step_result(timer: StepTimer, args, forwards: ForwardCounter | None = None, skip: int = 1) -> Result:
+    """Median wall/CPU seconds of the steps after the first `skip` (warm-up) steps."""
+    timed = timer.times[skip:]
+    extra = {
+        "bf16": bool(args.bf16),
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "step_wall_s": [round(t[0], 3) for t in timer.times],
+        "step_cpu_s": [round(t[1], 3) for t in timer.times],
+    }
+    if forwards is not None:
+        extra["forwards_per_step"] = {k: v / len(timer.times) for k, v in forwards.counts.items()}
+    return Result(
+        wall=statistics.median(t[0] for t in timed), cpu=statistics.median(t[1] for t in timed), extra=extra
+    )
+
+
+def load(contender: str, quick: bool):
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tokrl.trainers import ForkingGRPOConfig, ForkingGRPOTrainer, WeightedGRPOConfig, WeightedGRPOTrainer
+
+    gpu = torch.cuda.is_available()
+    common = grpo_config(settings(quick))
     if contender == "trl":
         trainer_cls, args = GRPOTrainer, GRPOConfig(**common, bf16=gpu, gradient_checkpointing=gpu)
     elif contender == "trl-defaults":
@@ -117,30 +171,12 @@ def load(contender: str, quick: bool):
     else:
         raise ValueError(contender)
     timer = StepTimer()
-    trainer = trainer_cls(
-        model=model,
-        reward_funcs=[accuracy_reward, format_reward],
-        args=args,
-        train_dataset=data,
-        processing_class=tokenizer,
-        callbacks=[timer],
-    )
+    trainer = build_trainer(trainer_cls, args, callbacks=[timer])
     forwards = ForwardCounter(trainer)
 
     def run() -> Result:
         trainer.train()
-        timed = timer.times[1:]
-        return Result(
-            wall=statistics.median(t[0] for t in timed),
-            cpu=statistics.median(t[1] for t in timed),
-            extra={
-                "bf16": bool(args.bf16),
-                "gradient_checkpointing": bool(args.gradient_checkpointing),
-                "step_wall_s": [round(t[0], 3) for t in timer.times],
-                "step_cpu_s": [round(t[1], 3) for t in timer.times],
-                "forwards_per_step": {k: v / len(timer.times) for k, v in forwards.counts.items()},
-            },
-        )
+        return step_result(timer, args, forwards)
 
     return run
 

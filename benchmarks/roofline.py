@@ -1,0 +1,69 @@
+"""This machine's measured ceilings, and the decode roofline of a causal LM.
+
+- Matmul GFLOP/s: the best of 5 timed `a @ b` (after 2 warm-ups) at a large square shape (the compute peak torch
+  reaches) and at a decode shape (batch rows x hidden @ hidden x intermediate), in fp32 and bf16.
+- Memory bandwidth: the best of 5 `dst.copy_(src)` of a 256 MiB fp32 tensor, counting the bytes read and written.
+Both on the threads this process has (`torch.get_num_threads()`), timed on the wall clock (a ceiling is what the
+hardware gives when it is not interrupted, so the best run is the right one).
+
+Decode roofline: each decoding step reads every weight once (memory: bytes / bandwidth) and does 2 FLOPs per
+weight per sequence (compute: flops / GFLOP/s); the step takes at least the larger of the two. KV-cache reads are
+left out (at <= 100 positions they are < 1% of the weight bytes of a 135M model).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def _best(fn, repeats: int = 5, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, inner: int = 1) -> float:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=g).to(dtype)
+    b = torch.randn(k, n, generator=g).to(dtype)
+
+    def run():
+        for _ in range(inner):
+            a @ b
+
+    return 2 * m * k * n * inner / _best(run) / 1e9
+
+
+def copy_gbps(mib: int = 256) -> float:
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / _best(lambda: dst.copy_(src)) / 1e9
+
+
+def measure(batch: int, hidden: int, intermediate: int) -> dict:
+    """Ceilings of this process: square and decode-shaped matmuls in fp32/bf16, copy bandwidth."""
+    out = {"threads": torch.get_num_threads(), "copy_GBps": copy_gbps()}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        out[f"matmul_{name}_1024_GFLOPs"] = matmul_gflops(1024, 1024, 1024, dtype)
+        out[f"matmul_{name}_decode_GFLOPs"] = matmul_gflops(batch, hidden, intermediate, dtype, inner=20)
+    return out
+
+
+def decode_roofline(params: int, batch: int, bytes_per_weight: int, gflops: float, gbps: float) -> dict:
+    """Tokens/s ceiling of batched decoding: `batch` tokens per step, every weight read once per step."""
+    memory_s = params * bytes_per_weight / (gbps * 1e9)
+    compute_s = 2 * params * batch / (gflops * 1e9)
+    step_s = max(memory_s, compute_s)
+    return {
+        "memory_s_per_step": memory_s,
+        "compute_s_per_step": compute_s,
+        "bound": "memory" if memory_s >= compute_s else "compute",
+        "tokens_per_s": batch / step_s,
+    }
