@@ -6,7 +6,8 @@ collation, weighted sums, T-REG's regulariser) weigh ~3x more against it than in
 an upper bound for it. Data: 16 arithmetic preference pairs (the embedded task's chat prompts, ~45 tokens; chosen
 and rejected answers of ~20 tokens, the rejected one with a wrong sum), with seeded per-token columns aligned with
 TRL's tokenisation (`tokrl.trainers.token_columns.completion_token_ids`): `token_weights` in [0, 1] (cDPO's rejected
-`1 - p_CE`; chosen 1) and `token_rewards` in (-0.5, 0.5) (T-REG). 4 pairs a step, step 1 a warm-up, step 2 timed. Every contender gets the same config (lr 1e-6, beta 0.1, the precision tokrl resolves on this machine).
+`1 - p_CE`; chosen 1) and `token_rewards` in (-0.5, 0.5) (T-REG). 4 pairs a step, step 1 a warm-up, step 2 timed.
+Every contender gets the same config (lr 1e-6, beta 0.1, the precision tokrl resolves on this machine).
 
 Contenders: `trl` (`trl.DPOTrainer`), `weighted` (`WeightedDPOTrainer` reading `token_weights`), `cdpo`
 (`CDPOTrainer`, sequence granularity, its default), `treg` (`TREGTrainer`, alpha 0.25).

@@ -5,16 +5,16 @@ for every contender. Generation is forced to the full `max_completion_length` (`
 contender does the same work in every step even after its weights have diverged.
 
 Contenders:
-- `trl`: `trl.GRPOTrainer` with `GRPOConfig(bf16=<gpu>, gradient_checkpointing=<gpu>)`, i.e. the precision and
-  checkpointing that tokrl's defaults resolve to on this machine (a like-for-like comparison);
+- `trl`: `trl.GRPOTrainer` with the precision and checkpointing that tokrl's defaults resolve to on this machine
+  (`tokrl.trainers.device_defaults.default_precision`: a like-for-like comparison);
 - `tokrl-uniform`: `WeightedGRPOTrainer` with uniform weights and `WeightedGRPOConfig`'s defaults;
 - `tokrl-forking`: `ForkingGRPOTrainer` (rho = 0.2, the paper's forking mask);
 - `trl-defaults` (CPU only): `GRPOConfig(use_cpu=True)` with TRL's own defaults, bf16=True (autocast) and
   gradient_checkpointing=True. Without `use_cpu=True`, `GRPOConfig()` on a CPU-only machine raises
   "Your setup doesn't support bf16/gpu".
 
-The opt-in case `grpo-cpu-precision` splits TRL's CPU defaults into their two parts: `trl-bf16` (bf16 autocast,
-no checkpointing) and `trl-checkpointing` (fp32 with gradient checkpointing).
+The CPU precision settings themselves (fp32, bf16 autocast, bf16 + checkpointing) are compared per phase by the
+opt-in case `grpo-profile` (`benchmarks/cases/grpo_profile.py`).
 """
 
 from __future__ import annotations
@@ -154,16 +154,14 @@ def load(contender: str, quick: bool):
 
     from tokrl.trainers import ForkingGRPOConfig, ForkingGRPOTrainer, WeightedGRPOConfig, WeightedGRPOTrainer
 
+    from tokrl.trainers.device_defaults import default_precision
+
     gpu = torch.cuda.is_available()
     common = grpo_config(settings(quick))
     if contender == "trl":
-        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, bf16=gpu, gradient_checkpointing=gpu)
+        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, **default_precision(), use_cpu=not gpu)
     elif contender == "trl-defaults":
         trainer_cls, args = GRPOTrainer, GRPOConfig(**common, use_cpu=not gpu)
-    elif contender == "trl-bf16":
-        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, use_cpu=not gpu, gradient_checkpointing=False)
-    elif contender == "trl-checkpointing":
-        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, bf16=False, gradient_checkpointing=True)
     elif contender == "tokrl-uniform":
         trainer_cls, args = WeightedGRPOTrainer, WeightedGRPOConfig(**common)
     elif contender == "tokrl-forking":
@@ -199,11 +197,11 @@ register(
             if torch.cuda.is_available()
             else [
                 Target(
-                    "CPU defaults speed-up (TRL-defaults time / tokrl)",
+                    "TRL's defaults time / tokrl's CPU defaults (>= 1: tokrl's are faster)",
                     "time",
                     "trl-defaults",
                     "tokrl-uniform",
-                    5.0,
+                    1.0,
                     at_least=True,
                 )
             ]
@@ -212,22 +210,3 @@ register(
     )
 )
 
-if not torch.cuda.is_available():
-    register(
-        Case(
-            name="grpo-cpu-precision",
-            description="GRPO step on SmolLM2-135M on CPU: tokrl defaults vs TRL defaults and their two parts",
-            contenders=["tokrl-uniform", "trl-defaults", "trl-bf16", "trl-checkpointing"],
-            load=load,
-            targets=[
-                Target("TRL-defaults time / tokrl", "time", "trl-defaults", "tokrl-uniform", 5.0, at_least=True),
-                Target("bf16 autocast alone: time / tokrl", "time", "trl-bf16", "tokrl-uniform", 1.0, at_least=True),
-                Target(
-                    "checkpointing alone: time / tokrl", "time", "trl-checkpointing", "tokrl-uniform", 1.0,
-                    at_least=True,
-                ),
-            ],
-            notes=__doc__,
-            default=False,
-        )
-    )

@@ -69,7 +69,8 @@ def details(runs: dict[str, list[dict]]) -> str:
              "| phase | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for k in ORDER:
         lines.append(f"| {k} | " + " | ".join(f"{med[n][k]:.3f}" for n in names) + " |")
-    lines.append("| **step** | " + " | ".join(f"{statistics.median(r['cpu'] for r in ok[n]):.3f}" for n in names) + " |")
+    steps = [f"{statistics.median(r['cpu'] for r in ok[n]):.3f}" for n in names]
+    lines.append("| **step** | " + " | ".join(steps) + " |")
     ceil = ok[names[0]][0]["extra"]["ceilings"]
     all_ceilings = [r["extra"]["ceilings"] for n in names for r in ok[n]]
     best = {k: max(c[k] for c in all_ceilings) for k in ceil if k != "threads"}

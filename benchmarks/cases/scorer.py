@@ -91,11 +91,12 @@ for _vocab in (49152, 151936):
             load=make_load(_vocab),
             targets=(
                 [
-                    Target("scorer tokens/s vs plain", "throughput", "chunked", "plain", 2.0, at_least=True),
-                    Target("scorer peak memory vs plain", "memory", "chunked", "plain", 0.25),
+                    Target("scorer tokens/s vs plain", "throughput", "chunked", "plain", 1.2, at_least=True),
+                    Target("scorer peak memory vs plain", "memory", "chunked", "plain", 0.05),
                 ]
                 if _vocab == 151936
-                else []
+                else [Target("scorer tokens/s vs plain (never slower)", "throughput", "chunked", "plain", 1.0,
+                             at_least=True)]
             ),
             notes=__doc__,
         )
