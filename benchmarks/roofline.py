@@ -3,8 +3,9 @@
 - Matmul GFLOP/s: the best of 5 timed `a @ b` (after 2 warm-ups) at a large square shape (the compute peak torch
   reaches) and at a decode shape (batch rows x hidden @ hidden x intermediate), in fp32 and bf16.
 - Memory bandwidth: the best of 5 `dst.copy_(src)` of a 256 MiB fp32 tensor, counting the bytes read and written.
-Both on the threads this process has (`torch.get_num_threads()`), timed on the wall clock (a ceiling is what the
-hardware gives when it is not interrupted, so the best run is the right one).
+Both on the threads this process has (`torch.get_num_threads()`), timed on this process's CPU clock (like the
+step times they are compared with; on a shared machine the wall clock also counts the time other jobs held the
+core, which made wall-clock ceilings 3-4x too low under load 15-20), best run of each.
 
 Decode roofline: each decoding step reads every weight once (memory: bytes / bandwidth) and does 2 FLOPs per
 weight per sequence (compute: flops / GFLOP/s); the step takes at least the larger of the two. KV-cache reads are
@@ -23,9 +24,9 @@ def _best(fn, repeats: int = 5, warmup: int = 2) -> float:
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 

@@ -1,13 +1,14 @@
 """Token-weighted DPO, cDPO and T-REG vs TRL's `DPOTrainer`: same model, reference, data and config.
 
-Model: SmolLM2-135M-Instruct truncated to its first 8 of 30 decoder layers, policy and reference (real weights,
-tokenizer and vocabulary; `benchmarks.cases.grpo.smollm2`): a step is ~3x cheaper and the per-token extras (column
-collation, weighted sums, T-REG's regulariser) weigh ~3x more against it than in the full model, so the ratios are
-an upper bound for it. Data: 16 arithmetic preference pairs (the embedded task's chat prompts, ~45 tokens; chosen
-and rejected answers of ~20 tokens, the rejected one with a wrong sum), with seeded per-token columns aligned with
-TRL's tokenisation (`tokrl.trainers.token_columns.completion_token_ids`): `token_weights` in [0, 1] (cDPO's rejected
-`1 - p_CE`; chosen 1) and `token_rewards` in (-0.5, 0.5) (T-REG). 4 pairs a step, step 1 a warm-up, step 2 timed.
-Every contender gets the same config (lr 1e-6, beta 0.1, the precision tokrl resolves on this machine).
+Model: SmolLM2-135M-Instruct truncated to its first 4 of 30 decoder layers, policy and reference (real weights,
+tokenizer and vocabulary; `benchmarks.cases.grpo.smollm2`): a step is several times cheaper and the per-token extras
+(column collation, weighted sums, T-REG's regulariser) weigh correspondingly more against it than in the full model,
+so the ratios are an upper bound for it. Data: 16 arithmetic preference pairs (the embedded task's chat prompts, ~45
+tokens; chosen and rejected answers of ~20 tokens, the rejected one with a wrong sum), with seeded per-token columns
+aligned with TRL's tokenisation (`tokrl.trainers.token_columns.completion_token_ids`): `token_weights` in [0, 1]
+(cDPO's rejected `1 - p_CE`; chosen 1) and `token_rewards` in (-0.5, 0.5) (T-REG). 4 pairs a step, step 1 a warm-up,
+step 2 timed. Every contender gets the same config (lr 1e-6, beta 0.1, the precision tokrl resolves on this
+machine).
 
 Contenders: `trl` (`trl.DPOTrainer`), `weighted` (`WeightedDPOTrainer` reading `token_weights`), `cdpo`
 (`CDPOTrainer`, sequence granularity, its default), `treg` (`TREGTrainer`, alpha 0.25).
@@ -21,7 +22,7 @@ import tempfile
 from benchmarks.cases.grpo import StepTimer, smollm2, step_result
 from benchmarks.registry import Case, Result, Target, register
 
-LAYERS = 8
+LAYERS = 4
 CONTENDERS = ("trl", "weighted", "cdpo", "treg")
 
 
@@ -102,7 +103,7 @@ def load(contender: str, quick: bool):
 register(
     Case(
         name="dpo",
-        description="weighted DPO, cDPO, T-REG vs TRL DPOTrainer (SmolLM2 first 8 layers, 4 pairs a step)",
+        description="weighted DPO, cDPO, T-REG vs TRL DPOTrainer (SmolLM2 first 4 layers, 4 pairs a step)",
         contenders=list(CONTENDERS),
         load=load,
         targets=[

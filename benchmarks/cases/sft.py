@@ -1,6 +1,6 @@
 """Token-cleaning SFT (`TokenCleaningSFTTrainer`) vs TRL's `SFTTrainer`: same model, tokenised data and config.
 
-Model: SmolLM2-135M-Instruct truncated to its first 8 of 30 decoder layers (real weights, tokenizer and vocabulary;
+Model: SmolLM2-135M-Instruct truncated to its first 4 of 30 decoder layers (real weights, tokenizer and vocabulary;
 see `benchmarks.cases.dpo` for why: the ratio is an upper bound for the full model). Data: 24 arithmetic chat rows
 (~45 prompt tokens, a ~25-token worked answer), tokenised once with TRL's own tokenisation
 (`tokrl.pipelines.token_cleaning_tokens.tokenize_sft_row`); both trainers get these `input_ids` and
@@ -17,7 +17,7 @@ import tempfile
 from benchmarks.cases.grpo import StepTimer, smollm2, step_result
 from benchmarks.registry import Case, Result, Target, register
 
-LAYERS = 8
+LAYERS = 4
 
 
 def sft_data(tokenizer, with_mask: bool, rows: int = 24):
@@ -78,7 +78,7 @@ def load(contender: str, quick: bool):
 register(
     Case(
         name="sft",
-        description="token-cleaning SFT vs TRL SFTTrainer (SmolLM2 first 8 layers, 8 rows a step)",
+        description="token-cleaning SFT vs TRL SFTTrainer (SmolLM2 first 4 layers, 8 rows a step)",
         contenders=["trl", "token-cleaning"],
         load=load,
         targets=[

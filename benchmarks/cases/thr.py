@@ -1,12 +1,12 @@
 """THR-GRPO with each hidden-state source vs uniform GRPO (`WeightedGRPOTrainer`), same config and data.
 
-Model: SmolLM2-135M-Instruct truncated to its first 8 of 30 decoder layers (real weights, tokenizer and
-49,152-token vocabulary; `benchmarks.cases.grpo.smollm2`), so a step is ~3x cheaper and THR's own work (the group's
-prediction-error vectors over V*, the captured states) weighs ~3x more against the step than in a full model: the
-ratios here are an upper bound for the full model. Per step: 2 prompts x 4 completions of exactly 10 tokens; step 1
-is a warm-up, step 2 is timed. The reward is the fraction of digit characters in the completion (`digit_fraction`),
-so rewards differ inside every group and THR's weighting runs on every group (arithmetic accuracy is 0 for nearly
-all groups of a truncated model, which would skip it). THR with p = 0.2.
+Model: SmolLM2-135M-Instruct truncated to its first 4 of 30 decoder layers (real weights, tokenizer and 49,152-token
+vocabulary; `benchmarks.cases.grpo.smollm2`), so a step is several times cheaper and THR's own work (the group's
+prediction-error vectors over V*, the captured states) weighs correspondingly more against the step than in a full
+model: the ratios here are an upper bound for the full model. Per step: 2 prompts x 4 completions of exactly 10
+tokens; step 1 is a warm-up, step 2 is timed. The reward is the fraction of digit characters in the completion
+(`digit_fraction`), so rewards differ inside every group and THR's weighting runs on every group (arithmetic
+accuracy is 0 for nearly all groups of a truncated model, which would skip it). THR with p = 0.2.
 
 Hidden-state sources (`tokrl/trainers/thr_grpo.py`) and their like-for-like baselines:
 - `thr-generation` (`thr_hidden_source="auto"`, default config): states captured during generation;
@@ -23,7 +23,7 @@ from __future__ import annotations
 from benchmarks.cases.grpo import ForwardCounter, StepTimer, build_trainer, grpo_config, step_result
 from benchmarks.registry import Case, Result, Target, register
 
-LAYERS = 8
+LAYERS = 4
 SOURCES = {
     "uniform": dict(),
     "thr-generation": dict(thr_hidden_source="auto"),
@@ -69,7 +69,7 @@ def load(contender: str, quick: bool):
 register(
     Case(
         name="thr",
-        description="THR-GRPO per hidden-state source vs uniform GRPO (SmolLM2 first 8 layers, 8 x 10 tokens a step)",
+        description="THR-GRPO per hidden-state source vs uniform GRPO (SmolLM2 first 4 layers, 8 x 10 tokens a step)",
         contenders=list(SOURCES),
         load=load,
         targets=[
