@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller workloads (minutes, for a smoke run)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender (median reported; >= 3)")
     parser.add_argument("--cases", nargs="*", help="case names to run (default: every case not marked opt-in)")
+    parser.add_argument("--contenders", nargs="*", help="run only these contenders of the named cases")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the workers")
     parser.add_argument(
         "--clock",
@@ -174,10 +175,11 @@ def main(argv=None) -> int:
     sections = []
     for name in names:
         case = registry[name]
-        runs: dict[str, list[dict]] = {c: [] for c in case.contenders}
+        contenders = [c for c in case.contenders if not args.contenders or c in args.contenders]
+        runs: dict[str, list[dict]] = {c: [] for c in contenders}
         for r in range(args.repeats):
-            k = r % len(case.contenders)
-            for contender in case.contenders[k:] + case.contenders[:k]:
+            k = r % len(contenders)
+            for contender in contenders[k:] + contenders[:k]:
                 result = run_worker(name, contender, args.quick, env, args.timeout)
                 runs[contender].append(result)
                 shown = result.get("error") or f"{clock} {result[clock]:.3f}s, peak {result['peak_mib']:.0f} MiB"

@@ -11,6 +11,9 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# Tests pin fp32 on every CPU (the default is bf16 autocast where the CPU has native bf16): exact comparisons with
+# TRL and hand computations must not depend on the machine. tests/test_device_defaults.py tests the detection.
+os.environ.setdefault("TOKRL_CPU_BF16", "0")
 
 
 @pytest.fixture(scope="session")

@@ -138,8 +138,8 @@ def test_forking_config_defaults_follow_the_paper_and_authors_code(tmp_path):
         WeightedGRPOConfig(output_dir=str(tmp_path), weight_normalizer="kept")
 
 
-def test_cpu_defaults_are_fp32_without_checkpointing(tmp_path):
-    cfg = WeightedGRPOConfig(output_dir=str(tmp_path))
+def test_cpu_defaults_without_native_bf16_are_fp32_without_checkpointing(tmp_path):
+    cfg = WeightedGRPOConfig(output_dir=str(tmp_path))  # conftest sets TOKRL_CPU_BF16=0
     assert cfg.bf16 is False and cfg.gradient_checkpointing is False
     assert WeightedGRPOConfig(output_dir=str(tmp_path), gradient_checkpointing=True).gradient_checkpointing
 

@@ -37,8 +37,8 @@ class TokenCleaningSFTConfig(TokenDumpConfig, SFTConfig):
     sampler) where the official run does not.
 
     `remove_unused_columns` defaults to `False` (the per-token columns must reach the collator); `bf16` and
-    `gradient_checkpointing` default to `None`: TRL's GPU defaults with an accelerator, fp32 and no checkpointing
-    on a CPU.
+    `gradient_checkpointing` default to `None`: TRL's GPU defaults with an accelerator; on a CPU bf16 autocast where
+    the CPU has native bf16 (fp32 elsewhere) and no checkpointing (`tokrl/trainers/device_defaults.py`).
     """
 
     weighting: Any = field(
@@ -52,10 +52,10 @@ class TokenCleaningSFTConfig(TokenDumpConfig, SFTConfig):
         default=False, metadata={"help": "Must stay False: the per-token columns have to reach the collator."}
     )
     bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator, off on CPU."}
+        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator or a native-bf16 CPU."}
     )
     gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on CPU."}
+        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on a CPU."}
     )
 
     def __post_init__(self):

@@ -31,8 +31,9 @@ class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
         batch of `w_i * -log sigma(beta * margin_i)` (all weights 1 is TRL's DPO). Needs `loss_type="sigmoid"`.
         Composes with per-token weights, which act inside the margins.
 
-    `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present, fp32
-    and no checkpointing on a CPU.
+    `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present; on a
+    CPU bf16 autocast where the CPU has native bf16 (fp32 elsewhere) and no checkpointing
+    (`tokrl/trainers/device_defaults.py`).
     """
 
     weighting: Any = field(
@@ -48,10 +49,10 @@ class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
                           "per-pair sigmoid losses. None = unweighted."},
     )
     bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator, off on CPU."}
+        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator or a native-bf16 CPU."}
     )
     gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on CPU."}
+        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on a CPU."}
     )
 
     def __post_init__(self):

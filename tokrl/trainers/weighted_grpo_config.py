@@ -56,8 +56,9 @@ class WeightedGRPOConfig(TokenDumpConfig, GRPOConfig):
         Rollout weighters need whole prompt groups on each process: per_device_train_batch_size *
         steps_per_generation must be a multiple of num_generations.
 
-    `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present, fp32
-    and no checkpointing on a CPU.
+    `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present; on a
+    CPU bf16 autocast where the CPU has native bf16 (fp32 elsewhere) and no checkpointing
+    (`tokrl/trainers/device_defaults.py`).
     """
 
     moved_fields = MOVED_FIELDS  # not a field: old keys a recipe loader names in its error
@@ -84,10 +85,10 @@ class WeightedGRPOConfig(TokenDumpConfig, GRPOConfig):
         metadata={"help": "'auto' (TRL's old-logprob pass, else generation, else an extra forward) or 'forward'."},
     )
     bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator, off on CPU."}
+        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator or a native-bf16 CPU."}
     )
     gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on CPU."}
+        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on a CPU."}
     )
 
     def __post_init__(self):
