@@ -8,7 +8,7 @@ Contenders:
 - `trl`: `trl.GRPOTrainer` with the precision and checkpointing that tokrl's defaults resolve to on this machine
   (`tokrl.trainers.device_defaults.default_precision`: a like-for-like comparison);
 - `tokrl-uniform`: `WeightedGRPOTrainer` with uniform weights and `WeightedGRPOConfig`'s defaults;
-- `tokrl-forking`: `ForkingGRPOTrainer` (rho = 0.2, the paper's forking mask);
+- `tokrl-forking`: `ForkingGRPOTrainer` with its defaults (rho = 0.2, the paper's forking mask);
 - `trl-defaults` (CPU only): `GRPOConfig(use_cpu=True)` with TRL's own defaults, bf16=True (autocast) and
   gradient_checkpointing=True. Without `use_cpu=True`, `GRPOConfig()` on a CPU-only machine raises
   "Your setup doesn't support bf16/gpu".

@@ -8,9 +8,9 @@ tokens; step 1 is a warm-up, step 2 is timed. The reward is the fraction of digi
 (`digit_fraction`), so rewards differ inside every group and THR's weighting runs on every group (arithmetic
 accuracy is 0 for nearly all groups of a truncated model, which would skip it). THR with p = 0.2.
 
-Hidden-state sources (`tokrl/trainers/thr_grpo.py`) and their like-for-like baselines:
-- `thr-generation` (`thr_hidden_source="auto"`, default config): states captured during generation;
-- `thr-extra` (`thr_hidden_source="forward"`): one extra no-grad forward per generation batch (exempt from the
+Hidden-state sources (`WeightedGRPOTrainer`'s rollout weighters, `tokrl/trainers/rollout.py`) and their like-for-like baselines:
+- `thr-generation` (`rollout_state_source="auto"`, default config): states captured during generation;
+- `thr-extra` (`rollout_state_source="forward"`): one extra no-grad forward per generation batch (exempt from the
   bars; reported);
   both against `uniform` (one generation per optimizer step, TRL runs no old-log-prob pass);
 - `thr-reused` vs `uniform-2gen`: `steps_per_generation=2`, so TRL runs its no-grad old-log-prob pass and THR reuses
@@ -26,10 +26,10 @@ from benchmarks.registry import Case, Result, Target, register
 LAYERS = 4
 SOURCES = {
     "uniform": dict(),
-    "thr-generation": dict(thr_hidden_source="auto"),
-    "thr-extra": dict(thr_hidden_source="forward"),
+    "thr-generation": dict(rollout_state_source="auto"),
+    "thr-extra": dict(rollout_state_source="forward"),
     "uniform-2gen": dict(steps_per_generation=2),
-    "thr-reused": dict(thr_hidden_source="auto", steps_per_generation=2),
+    "thr-reused": dict(rollout_state_source="auto", steps_per_generation=2),
 }
 
 
@@ -50,7 +50,7 @@ def load(contender: str, quick: bool):
     s = {"completion_length": 6 if quick else 10, "group": 4, "prompts": 2, "timed_steps": timed}
     common = grpo_config(s, **overrides)
     if contender.startswith("thr"):
-        trainer_cls, args = THRGRPOTrainer, THRGRPOConfig(**common, p=0.2)
+        trainer_cls, args = THRGRPOTrainer, THRGRPOConfig(**common, weighting={"name": "thr", "p": 0.2})
     else:
         trainer_cls, args = WeightedGRPOTrainer, WeightedGRPOConfig(**common)
     timer = StepTimer()
@@ -60,7 +60,7 @@ def load(contender: str, quick: bool):
     def run() -> Result:
         trainer.train()
         result = step_result(timer, args, forwards, skip=2 if two_gen else 1)
-        result.extra["thr_passes"] = getattr(trainer, "thr_passes", None)
+        result.extra["rollout_passes"] = getattr(trainer, "rollout_passes", None)
         return result
 
     return run
