@@ -50,10 +50,10 @@ class PhaseTimer(TrainerCallback):
         self.step_totals: list[tuple[float, float]] = []
         self.generated: list[int] = []  # completion tokens generated in each step
         self.decode_steps: list[int] = []  # longest completion of each generation call (= decode iterations)
+        self.prefill: list[int] = []  # prompt positions run through the model at prefill (rows x padded length)
         self._phases: dict = defaultdict(lambda: [0.0, 0.0])
         self._stack: list[list] = []
-        self._tokens = 0
-        self._decode = 0
+        self._tokens = self._decode = self._prefill = 0
         self._step_start = self._opt_start = (0.0, 0.0)
         for phase, owner, name in WRAPPED:
             target = getattr(trainer, owner) if owner else trainer
@@ -80,6 +80,8 @@ class PhaseTimer(TrainerCallback):
                     self._stack[-1][2] += wall
                     self._stack[-1][3] += cpu
             if phase == "generation":
+                prompts = args[0]
+                self._prefill += len(prompts) * max((len(p) for p in prompts), default=0)
                 completions = out[0]
                 self._tokens += sum(len(c) for c in completions)
                 self._decode = max(self._decode, max((len(c) for c in completions), default=0))
@@ -89,7 +91,7 @@ class PhaseTimer(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._phases = defaultdict(lambda: [0.0, 0.0])
-        self._tokens = self._decode = 0
+        self._tokens = self._decode = self._prefill = 0
         self._step_start = clock.now()
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
@@ -108,3 +110,4 @@ class PhaseTimer(TrainerCallback):
         self.step_totals.append(total)
         self.generated.append(self._tokens)
         self.decode_steps.append(self._decode)
+        self.prefill.append(self._prefill)

@@ -1,4 +1,4 @@
-"""This machine's measured ceilings, and the decode roofline of a causal LM.
+"""This machine's measured ceilings, and the generation roofline of a causal LM.
 
 - Matmul GFLOP/s: the best of 5 timed `a @ b` (after 2 warm-ups) at a large square shape (the compute peak torch
   reaches) and at a decode shape (batch rows x hidden @ hidden x intermediate), in fp32 and bf16.
@@ -7,9 +7,10 @@ Both on the threads this process has (`torch.get_num_threads()`), timed on this 
 step times they are compared with; on a shared machine the wall clock also counts the time other jobs held the
 core, which made wall-clock ceilings 3-4x too low under load 15-20), best run of each.
 
-Decode roofline: each decoding step reads every weight once (memory: bytes / bandwidth) and does 2 FLOPs per
-weight per sequence (compute: flops / GFLOP/s); the step takes at least the larger of the two. KV-cache reads are
-left out (at <= 100 positions they are < 1% of the weight bytes of a 135M model).
+Generation roofline: the prefill does 2 FLOPs per weight per prompt position (compute-bound); each decoding step
+reads every weight once (memory: bytes / bandwidth) and does 2 FLOPs per weight per sequence (compute: flops /
+GFLOP/s), and takes at least the larger of the two. KV-cache reads are left out (at <= 100 positions they are < 1%
+of the weight bytes of a 135M model).
 """
 
 from __future__ import annotations
@@ -57,14 +58,20 @@ def measure(batch: int, hidden: int, intermediate: int) -> dict:
     return out
 
 
-def decode_roofline(params: int, batch: int, bytes_per_weight: int, gflops: float, gbps: float) -> dict:
-    """Tokens/s ceiling of batched decoding: `batch` tokens per step, every weight read once per step."""
+def generation_roofline(params: int, batch: int, steps: int, prefill: int, bytes_per_weight: int, gflops: float,
+                        gbps: float) -> dict:
+    """Least seconds to generate `steps` tokens for `batch` rows after a prefill of `prefill` prompt positions.
+
+    Prefill: 2 FLOPs per weight per position (compute-bound). Each decoding step: every weight read once (memory)
+    and 2 FLOPs per weight per row (compute); the step takes the larger of the two."""
+    prefill_s = 2 * params * prefill / (gflops * 1e9)
     memory_s = params * bytes_per_weight / (gbps * 1e9)
     compute_s = 2 * params * batch / (gflops * 1e9)
-    step_s = max(memory_s, compute_s)
+    seconds = prefill_s + steps * max(memory_s, compute_s)
     return {
-        "memory_s_per_step": memory_s,
-        "compute_s_per_step": compute_s,
-        "bound": "memory" if memory_s >= compute_s else "compute",
-        "tokens_per_s": batch / step_s,
+        "prefill_s": prefill_s,
+        "decode_step_s": max(memory_s, compute_s),
+        "decode_bound": "memory" if memory_s >= compute_s else "compute",
+        "seconds": seconds,
+        "tokens_per_s": batch * steps / seconds,
     }

@@ -24,6 +24,7 @@ SMOLLM2_PARAMS = 134_515_008  # every weight is read once per decoding step (tie
 # Under CPU autocast the fp32 master weights are cast to bf16 on every forward (autocast's cast cache lives for one
 # autocast region, which accelerate opens per forward): 4 bytes read + 2 written + 2 read by the matmul per weight.
 AUTOCAST_BYTES = 8
+PROMPT_POSITIONS = 16 * 47  # the recipe's prefill (16 rows x ~47 prompt tokens), for runs that did not record it
 PRECISIONS = {
     "fp32": dict(bf16=False, gradient_checkpointing=False),
     "bf16": dict(bf16=True, use_cpu=True, gradient_checkpointing=False),
@@ -50,6 +51,7 @@ def load(contender: str, quick: bool):
         result.extra["phases_wall"] = {k: statistics.median(p.get(k, (0, 0))[0] for p in timed) for k in ORDER}
         result.extra["generated_tokens"] = phases.generated[1:]
         result.extra["decode_steps"] = phases.decode_steps[1:]
+        result.extra["prefill"] = phases.prefill[1:]
         result.extra["batch"] = batch
         result.extra["ceilings"] = ceilings
         return result
@@ -76,19 +78,25 @@ def details(runs: dict[str, list[dict]]) -> str:
     best = {k: max(c[k] for c in all_ceilings) for k in ceil if k != "threads"}
     lines += ["", f"Ceilings of one worker process ({ceil['threads']} thread(s); best over every worker of this run): "
               + ", ".join(f"{k} {v:.1f}" for k, v in best.items()), ""]
-    lines += ["| contender | generated tokens/step | generation CPU s | tokens/s (CPU) | decode roofline tokens/s "
-              "(bound) | fraction of roofline |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["| contender | tokens/step (prefill positions) | generation CPU s | tokens/s (CPU) | roofline s (prefill "
+              "+ decode steps, bound) | roofline tokens/s | fraction of roofline |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for n in names:
         extra = ok[n][0]["extra"]
         tokens = statistics.median(t for r in ok[n] for t in r["extra"]["generated_tokens"])
+        steps = statistics.median(t for r in ok[n] for t in r["extra"]["decode_steps"])
+        prefill = statistics.median(t for r in ok[n] for t in r["extra"].get("prefill", [PROMPT_POSITIONS]))
         gen_s = med[n]["generation"]
         bf16 = n.startswith("bf16")
-        roof = roofline.decode_roofline(
-            SMOLLM2_PARAMS, extra["batch"], AUTOCAST_BYTES if bf16 else 4,
+        roof = roofline.generation_roofline(
+            SMOLLM2_PARAMS, extra["batch"], int(steps), int(prefill), AUTOCAST_BYTES if bf16 else 4,
             best["matmul_bf16_1024_GFLOPs" if bf16 else "matmul_fp32_1024_GFLOPs"], best["copy_GBps"],
         )
-        lines.append(f"| {n} | {tokens:.0f} | {gen_s:.3f} | {tokens / gen_s:.0f} | {roof['tokens_per_s']:.0f} "
-                     f"({roof['bound']}) | {tokens / gen_s / roof['tokens_per_s']:.2f} |")
+        lines.append(
+            f"| {n} | {tokens:.0f} ({prefill:.0f}) | {gen_s:.3f} | {tokens / gen_s:.0f} | {roof['seconds']:.2f} "
+            f"({roof['prefill_s']:.2f} + {steps:.0f} x {roof['decode_step_s'] * 1e3:.0f} ms, {roof['decode_bound']}) | "
+            f"{roof['tokens_per_s']:.0f} | {roof['seconds'] / gen_s:.2f} |"
+        )
     return "\n".join(lines)
 
 

@@ -8,7 +8,8 @@ tokens; step 1 is a warm-up, step 2 is timed. The reward is the fraction of digi
 (`digit_fraction`), so rewards differ inside every group and THR's weighting runs on every group (arithmetic
 accuracy is 0 for nearly all groups of a truncated model, which would skip it). THR with p = 0.2.
 
-Hidden-state sources (`WeightedGRPOTrainer`'s rollout weighters, `tokrl/trainers/rollout.py`) and their like-for-like baselines:
+Hidden-state sources (`WeightedGRPOTrainer`'s rollout weighters, `tokrl/trainers/rollout.py`) and their
+like-for-like baselines:
 - `thr-generation` (`rollout_state_source="auto"`, default config): states captured during generation;
 - `thr-extra` (`rollout_state_source="forward"`): one extra no-grad forward per generation batch (exempt from the
   bars; reported);
