@@ -22,7 +22,9 @@ def gradient(trainer, inputs) -> torch.Tensor:
     trainer.model.zero_grad(set_to_none=True)
     loss = trainer.compute_loss(trainer.model, inputs)
     loss.backward()
-    return torch.cat([p.grad.flatten().float() for p in trainer.model.parameters() if p.grad is not None])
+    flat = torch.cat([p.grad.flatten().float() for p in trainer.model.parameters() if p.grad is not None])
+    trainer.model.zero_grad(set_to_none=True)  # memory is short on a shared machine: keep only the flat copy
+    return flat
 
 
 def compare(a: torch.Tensor, b: torch.Tensor, chunk: int = 2**22) -> tuple[float, float]:
@@ -66,12 +68,15 @@ def main(argv=None) -> int:
         inputs = pair["fp32"]._prepare_inputs(batch)  # generation + rewards + advantages, fp32 policy
         pair["bf16"].model.load_state_dict(pair["fp32"].model.state_dict())
         pair["bf16"].model.train()
-        g32, g16 = gradient(pair["fp32"], inputs), gradient(pair["bf16"], inputs)
+        g32 = gradient(pair["fp32"], inputs)
+        g16 = gradient(pair["bf16"], inputs)
         fp32_grads[seed] = g32
         cos, rel = compare(g32, g16)
+        del g16
         rewards = pair["fp32"]._metrics["train"]["reward"][-1]
         spread = 1 - pair["fp32"]._metrics["train"]["frac_reward_zero_std"][-1]
         print(f"| {seed} | {rewards:.3f}, {spread:.2f} | {cos:.4f} | {rel:.4f} |", flush=True)
+        del pair, inputs
     for a, b in itertools.combinations(args.seeds, 2):
         cos, rel = compare(fp32_grads[a], fp32_grads[b])
         print(f"fp32 gradients of seed {a} and seed {b}: cos {cos:.4f}, norm(difference) / norm(seed {a}) {rel:.4f}")
