@@ -17,10 +17,9 @@ Contenders: `trl` (`trl.DPOTrainer`), `weighted` (`WeightedDPOTrainer` reading `
 from __future__ import annotations
 
 import random
-import tempfile
 
-from benchmarks.cases.grpo import StepTimer, smollm2, step_result
-from benchmarks.registry import Case, Result, Target, register
+from benchmarks.cases.grpo import StepTimer, smollm2, timed_training, trainer_args
+from benchmarks.registry import Case, Target, register
 
 LAYERS = 4
 CONTENDERS = ("trl", "weighted", "cdpo", "treg")
@@ -58,22 +57,7 @@ def load(contender: str, quick: bool):
 
     from tokrl.trainers import CDPOConfig, CDPOTrainer, TREGConfig, TREGTrainer, WeightedDPOConfig, WeightedDPOTrainer
 
-    resolved = WeightedDPOConfig(output_dir=tempfile.mkdtemp(prefix="tokrl-bench-"), report_to="none")
-    common = dict(
-        output_dir=tempfile.mkdtemp(prefix="tokrl-bench-"),
-        per_device_train_batch_size=2 if quick else 4,
-        max_steps=2,
-        learning_rate=1e-6,
-        beta=0.1,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        seed=0,
-        dataloader_num_workers=0,
-        bf16=resolved.bf16,
-        gradient_checkpointing=resolved.gradient_checkpointing,
-        use_cpu=resolved.use_cpu,
-    )
+    common = trainer_args(True, per_device_train_batch_size=2 if quick else 4, max_steps=2, beta=0.1)
     if contender == "trl":
         trainer_cls, args = DPOTrainer, DPOConfig(**common)
     elif contender == "weighted":
@@ -92,12 +76,7 @@ def load(contender: str, quick: bool):
         model=policy, ref_model=reference, args=args, train_dataset=preference_data(tokenizer),
         processing_class=tokenizer, callbacks=[timer],
     )
-
-    def run() -> Result:
-        trainer.train()
-        return step_result(timer, args)
-
-    return run
+    return timed_training(trainer, timer, args)
 
 
 register(

@@ -83,20 +83,32 @@ def recipe_settings(quick: bool) -> dict:
     return {"completion_length": 24, "timed_steps": 2, "group": 8, "prompts": 2}
 
 
-def grpo_config(s: dict, force_length: bool = True, **overrides) -> dict:
-    """The config every GRPO contender shares (as keyword arguments of a `GRPOConfig` subclass)."""
+def trainer_args(tokrl_precision: bool = False, **fields) -> dict:
+    """Config fields every trainer contender shares: a fresh output dir, lr 1e-6, seed 0, no saving or reporting;
+    with `tokrl_precision`, the precision and checkpointing tokrl resolves on this machine (for TRL's parents)."""
+    from tokrl.trainers.device_defaults import default_precision, has_accelerator
+
     common = dict(
         output_dir=tempfile.mkdtemp(prefix="tokrl-bench-"),
-        per_device_train_batch_size=s["group"] * s["prompts"],
-        num_generations=s["group"],
-        max_completion_length=s["completion_length"],
-        max_steps=1 + s["timed_steps"],
         learning_rate=1e-6,
         logging_steps=1,
         report_to="none",
         save_strategy="no",
         seed=0,
         dataloader_num_workers=0,
+    )
+    if tokrl_precision:
+        common.update(default_precision(), use_cpu=not has_accelerator())
+    return {**common, **fields}
+
+
+def grpo_config(s: dict, force_length: bool = True, **overrides) -> dict:
+    """The config every GRPO contender shares (as keyword arguments of a `GRPOConfig` subclass)."""
+    common = trainer_args(
+        per_device_train_batch_size=s["group"] * s["prompts"],
+        num_generations=s["group"],
+        max_completion_length=s["completion_length"],
+        max_steps=1 + s["timed_steps"],
     )
     if force_length:
         common["generation_kwargs"] = {"min_new_tokens": s["completion_length"]}
@@ -149,17 +161,25 @@ def step_result(timer: StepTimer, args, forwards: ForwardCounter | None = None, 
     )
 
 
+def timed_training(trainer, timer: StepTimer, args):
+    """The `run()` of a trainer case: train, then the median step after the warm-up."""
+
+    def run() -> Result:
+        trainer.train()
+        return step_result(timer, args)
+
+    return run
+
+
 def load(contender: str, quick: bool):
     from trl import GRPOConfig, GRPOTrainer
 
     from tokrl.trainers import ForkingGRPOConfig, ForkingGRPOTrainer, WeightedGRPOConfig, WeightedGRPOTrainer
 
-    from tokrl.trainers.device_defaults import default_precision
-
     gpu = torch.cuda.is_available()
     common = grpo_config(settings(quick))
     if contender == "trl":
-        trainer_cls, args = GRPOTrainer, GRPOConfig(**common, **default_precision(), use_cpu=not gpu)
+        trainer_cls, args = GRPOTrainer, GRPOConfig(**trainer_args(True, **common))
     elif contender == "trl-defaults":
         trainer_cls, args = GRPOTrainer, GRPOConfig(**common, use_cpu=not gpu)
     elif contender == "tokrl-uniform":

@@ -12,10 +12,9 @@ precision tokrl resolves on this machine for both.
 from __future__ import annotations
 
 import random
-import tempfile
 
-from benchmarks.cases.grpo import StepTimer, smollm2, step_result
-from benchmarks.registry import Case, Result, Target, register
+from benchmarks.cases.grpo import StepTimer, smollm2, timed_training, trainer_args
+from benchmarks.registry import Case, Target, register
 
 LAYERS = 4
 
@@ -45,21 +44,7 @@ def load(contender: str, quick: bool):
 
     from tokrl.trainers import TokenCleaningSFTConfig, TokenCleaningSFTTrainer
 
-    resolved = TokenCleaningSFTConfig(output_dir=tempfile.mkdtemp(prefix="tokrl-bench-"), report_to="none")
-    common = dict(
-        output_dir=tempfile.mkdtemp(prefix="tokrl-bench-"),
-        per_device_train_batch_size=4 if quick else 8,
-        max_steps=2,
-        learning_rate=1e-6,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        seed=0,
-        dataloader_num_workers=0,
-        bf16=resolved.bf16,
-        gradient_checkpointing=resolved.gradient_checkpointing,
-        use_cpu=resolved.use_cpu,
-    )
+    common = trainer_args(True, per_device_train_batch_size=4 if quick else 8, max_steps=2)
     cleaning = contender == "token-cleaning"
     trainer_cls, config_cls = (TokenCleaningSFTTrainer, TokenCleaningSFTConfig) if cleaning else (SFTTrainer, SFTConfig)
     args = config_cls(**common)
@@ -67,12 +52,7 @@ def load(contender: str, quick: bool):
     timer = StepTimer()
     trainer = trainer_cls(model=model, args=args, train_dataset=sft_data(tokenizer, cleaning),
                           processing_class=tokenizer, callbacks=[timer])
-
-    def run() -> Result:
-        trainer.train()
-        return step_result(timer, args)
-
-    return run
+    return timed_training(trainer, timer, args)
 
 
 register(
