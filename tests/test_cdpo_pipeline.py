@@ -151,19 +151,24 @@ def test_recipe_errors_name_the_key_and_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["cdpo_arithmetic", "cdpo_gsm8k"])
-def test_shipped_recipes_pass_every_check(name):
+def test_shipped_recipes_pass_every_check(name, tmp_path):
     from pathlib import Path
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
     text = recipe.read_text()
     assert text.startswith("# cDPO") and "tokrl train recipes/" in text and "arXiv 2411.19943" in text
-    out = run_cdpo(recipe, dry_run=True)
+    data = []
+    if name == "cdpo_gsm8k":  # the user supplies GSM8K; validation reads it, so give it a two-row stand-in
+        (tmp_path / "gsm8k.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n'
+                                              '{"question": "2+3?", "answer": "#### 5"}\n')
+        data = [f"prompts.path={tmp_path / 'gsm8k.jsonl'}"]
+    out = run_cdpo(recipe, data, dry_run=True)
     assert out["ok"] and out["stages"][-1] == "rollout_check"
     from tokrl.runs import check_recipe as validate_recipe
 
-    assert validate_recipe(recipe) == "cdpo"  # `tokrl validate` routes method: cdpo here
+    assert validate_recipe(recipe, data) == "cdpo"  # `tokrl validate` routes method: cdpo here
     with pytest.raises(RecipeError, match="method 'treg' is not run by `tokrl cdpo`"):
-        run_cdpo(recipe, ["method=treg"], dry_run=True)
+        run_cdpo(recipe, ["method=treg", *data], dry_run=True)
 
 
 def test_rollout_check_splices_prefixes_and_replacements_correctly():

@@ -218,7 +218,7 @@ def test_trainer_accepts_the_scored_pairs_and_refuses_other_metadata(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["treg_arithmetic", "treg_ultrafeedback"])
-def test_shipped_recipes_pass_every_check(name):
+def test_shipped_recipes_pass_every_check(name, tmp_path):
     from pathlib import Path
 
     from tokrl.pipelines.treg import run_treg
@@ -226,10 +226,14 @@ def test_shipped_recipes_pass_every_check(name):
     recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
     text = recipe.read_text()
     assert text.startswith("# T-REG") and "tokrl train recipes/" in text and "arXiv 2412.02685" in text
-    assert run_treg(recipe, dry_run=True)["ok"]
+    data = []
+    if name == "treg_ultrafeedback":  # the user supplies the pairs; validation reads them: a one-row stand-in
+        (tmp_path / "pairs.jsonl").write_text('{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}\n')
+        data = [f"data.path={tmp_path / 'pairs.jsonl'}"]
+    assert run_treg(recipe, data, dry_run=True)["ok"]
     from tokrl.runs import check_recipe as validate_recipe
 
-    assert validate_recipe(recipe) == "treg"
+    assert validate_recipe(recipe, data) == "treg"
 
 
 SCORE_CHILD = """

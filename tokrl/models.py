@@ -78,26 +78,36 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """An embedded name -> its converted local checkpoint; anything else is returned unchanged."""
+def check_model_source(name_or_path: str) -> None:
+    """Errors naming the model that can be found without loading it: an embedded model whose package is missing,
+    a local path that does not exist, is a file, or holds no saved model. Hub ids are left to `from_pretrained`."""
     key = str(name_or_path).lower()
     if key in EMBEDDED:
-        return str(convert_gguf(embedded_gguf(key), cache_dir() / key))
+        embedded_gguf(key)
+        return
     text = str(name_or_path)
-    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep + os.sep in text
     local = Path(text).expanduser()
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep + os.sep in text
     if looks_local and not local.exists():
         raise FileNotFoundError(
             f"model '{text}': no such directory (embedded models: {', '.join(EMBEDDED)}; or give an HF hub id)"
         )
+    if local.is_file():
+        raise FileNotFoundError(f"model '{text}': {local} is a file; give the checkpoint directory")
     if local.is_dir() and not any((local / f).is_file() for f in ("config.json", "adapter_config.json")):
         inside = sorted(p.name for p in local.iterdir())[:5]
         hint = "a run directory: its trained model is in final/" if (local / "final").is_dir() else \
             f"it holds {inside}" if inside else "it is empty"
         raise FileNotFoundError(f"model '{text}': {local} has no config.json, so it is not a saved model ({hint})")
-    if local.is_file():
-        raise FileNotFoundError(f"model '{text}': {local} is a file; give the checkpoint directory")
-    return text
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """An embedded name -> its converted local checkpoint; anything else is checked and returned unchanged."""
+    check_model_source(name_or_path)
+    key = str(name_or_path).lower()
+    if key in EMBEDDED:
+        return str(convert_gguf(embedded_gguf(key), cache_dir() / key))
+    return str(name_or_path)
 
 
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):

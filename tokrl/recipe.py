@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from tokrl.config_ranges import RANGES, missing_resources, out_of_range
 from tokrl.utils import did_you_mean
 
 
@@ -70,6 +71,8 @@ def parse_yaml(text: str):
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with `RecipeLoader`; errors name the file and the line."""
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a directory; give a recipe file (e.g. {path}/*.yaml)")
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
@@ -159,7 +162,7 @@ def check_keys(mapping: Any, allowed, where: str, file: str | Path, required=(),
             hint = f" (it belongs under '{home[0]}:', as '{home[0]}.{key}')" if home else did_you_mean(key, allowed)
             raise RecipeError(f"{file}: unknown key '{label}'{hint}")
     for key in required:
-        if key not in mapping:
+        if mapping.get(key) is None:
             label = f"{where}.{key}" if where else key
             raise RecipeError(f"{file}: missing required key '{label}'")
     return mapping
@@ -232,7 +235,11 @@ def build_config(config_cls: type, mapping: dict | None, file: str | Path, where
             )
     kwargs = {**defaults, **mapping}
     try:
-        return config_cls(**kwargs)
+        config = config_cls(**kwargs)
     except (ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RecipeError(f"{file}: invalid '{where}' settings: {first}") from None
+    problem = out_of_range(config, RANGES, where) or missing_resources(config, where)
+    if problem:
+        raise RecipeError(f"{file}: {problem}")
+    return config

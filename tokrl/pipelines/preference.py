@@ -460,7 +460,7 @@ def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
             ds = load_from_disk(str(path))
             return ds[split] if hasattr(ds, "keys") else ds
         if path.is_file():
-            return read_table(str(path), where="prompts.path")
+            return read_table(str(path), where=f"{file}: prompts.path")
         if spec.get("hub"):
             return load_dataset(str(spec["path"]), spec.get("name"), split=split)
         raise RecipeError(f"{file}: prompts.path '{path}' not found (hub datasets need prompts.hub: true)")
@@ -489,9 +489,16 @@ def check_pair_sections(recipe: dict, file) -> None:
     if recipe.get("task") is not None:
         build_task(recipe["task"], file)
     if recipe.get("prompts") is not None:
-        check_keys(recipe["prompts"], PROMPT_KEYS, "prompts", file, required=("path",))
+        spec = check_keys(recipe["prompts"], PROMPT_KEYS, "prompts", file, required=("path",))
+        if not spec.get("hub"):  # a local table is read now: a missing or empty file, a missing column
+            prompt_datasets(spec, file)
     if recipe.get("data") is not None:
-        check_keys(recipe["data"], ("path", "split", "hub", "num_pairs"), "data", file, required=("path",))
+        data = check_keys(recipe["data"], ("path", "split", "hub", "num_pairs"), "data", file, required=("path",))
+        if not data.get("hub"):
+            try:
+                load_preference_dataset(str(data["path"]), split=data.get("split", "train"))
+            except (ValueError, FileNotFoundError) as exc:
+                raise RecipeError(f"{file}: {exc}") from None
     if recipe.get("task") is None and recipe.get("prompts") is None and recipe.get("data") is None:
         raise RecipeError(f"{file}: set 'task' or 'prompts' (pairs are sampled from them) or 'data' (a DPO-format "
                           "dataset)")

@@ -20,8 +20,9 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM
 
+from tokrl.config_ranges import LORA_RANGES, out_of_range
 from tokrl.evaluation import evaluate
-from tokrl.models import load_model
+from tokrl.models import check_model_source, load_model
 from tokrl.pipelines.stage import StageError, is_complete, load_stage, run_artifact_stage, stage_metadata
 from tokrl.recipe import RecipeError, check_keys, load_recipe
 from tokrl.trainers.device_defaults import has_accelerator
@@ -115,6 +116,10 @@ def open_pipeline_recipe(recipe_path, overrides, method: str, keys) -> tuple:
                           f"method: {method})")
     output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
     model_id = str(recipe["model"])
+    try:
+        check_model_source(model_id)
+    except FileNotFoundError as exc:
+        raise RecipeError(f"{file}: {exc}") from None
     load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
     trainer_section = dict(recipe.get("trainer") or {})
     if "output_dir" in trainer_section:
@@ -128,9 +133,13 @@ def lora_config(spec: dict | None, where: str, file):
         return None
     check_keys(spec, [f.name for f in dataclasses.fields(LoraConfig) if f.init], where, file)
     try:
-        return LoraConfig(**{"task_type": "CAUSAL_LM", **spec})
+        config = LoraConfig(**{"task_type": "CAUSAL_LM", **spec})
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"{file}: invalid '{where}' settings: {exc}") from None
+    problem = out_of_range(config, LORA_RANGES, where)
+    if problem:
+        raise RecipeError(f"{file}: {problem}")
+    return config
 
 
 def cpu_sane(config_cls) -> dict:

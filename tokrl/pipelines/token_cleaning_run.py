@@ -26,7 +26,7 @@ from peft import LoraConfig
 
 from tokrl.data.corrupted_sft import CorruptedArithmeticSFT, removal_quality
 from tokrl.evaluation import generate
-from tokrl.models import load_model, resolve_model_path
+from tokrl.models import check_model_source, load_model, resolve_model_path
 from tokrl.pipelines.stage import config_hash, load_stage, run_artifact_stage, stage_fingerprint, stage_metadata
 from tokrl.pipelines.token_cleaning import (
     MASK_WEIGHTING,
@@ -57,6 +57,10 @@ SOURCES = ("corrupted_arithmetic", "hub", "disk")
 def check_recipe(recipe: dict, file) -> dict:
     """Every section's keys and values, and the SFT configs, checked before any stage runs (no model loaded)."""
     check_keys(recipe, TOP_KEYS, "", file, required=("output_dir", "model"))
+    try:
+        check_model_source(recipe["model"])
+    except FileNotFoundError as exc:
+        raise RecipeError(f"{file}: {exc}") from None
     if recipe.get("method", "token_cleaning") != "token_cleaning":
         raise RecipeError(f"{file}: method must be 'token_cleaning' for `tokrl clean`, got {recipe['method']!r}")
     data = check_keys(recipe.get("data"), DATA_KEYS, "data", file, required=("source",))
