@@ -190,3 +190,167 @@ def test_data_bad_input_names_the_column_or_row(case):
 
 def test_the_catalogue_has_at_least_thirty_cases():
     assert len(CLI_CASES) + len(DATA_CASES) + 1 >= 30
+
+
+# ---- issue 14: values as users write them, ranges, model and data sources, eval settings -----------------------------
+# Each case is an argv for `tokrl` in which {R} is the recipes folder and {T} a scratch folder holding FILES; the run
+# (if any) may write only under {T}/run. `python tests/test_bad_inputs.py docs/bad_inputs.md` writes the table of
+# every case with the error it gives now.
+
+FILES = {
+    "empty.jsonl": "",
+    "blank.jsonl": "\n\n",
+    "pairs_no_rejected.jsonl": '{"prompt": "a", "chosen": "b"}\n',
+    "questions_no_question.jsonl": '{"q": "1+1?", "answer": "2"}\n',
+    "notes.txt": "some text\n",
+    "dup.yaml": "method: grpo\nmodel: tiny\ntrainer:\n  max_steps: 2\n  seed: 0\n  max_steps: 5\n",
+    "trainer_int.yaml": "method: grpo\nmodel: tiny\ntrainer: 5\n",
+    "top_max_steps.yaml": "method: grpo\nmodel: tiny\nmax_steps: 5\n",
+    "top_batch_size.yaml": "method: grpo\nmodel: tiny\neval:\n  before: false\nbatch_size: 4\n",
+    "eval_list.yaml": "method: grpo\nmodel: tiny\neval: [before]\n",
+    "tab.yaml": "method: grpo\nmodel: tiny\ntrainer:\n\tmax_steps: 2\n",
+    "empty.yaml": "",
+    "list.yaml": "- method: grpo\n",
+    "python_tag.yaml": "method: !!python/object/apply:os.system ['true']\nmodel: tiny\n",
+    "emptymodel/.keep": None,  # None: an empty directory
+    "rundir/final/config.json": "{}",
+    "model_no_tokenizer/config.json": '{"model_type": "llama"}',
+}
+G = "{R}/grpo_arithmetic.yaml"
+THR = "{R}/thr_grpo_arithmetic.yaml"
+NEW_CASES = [
+    # values and YAML
+    ("duplicate-key", ["validate", "{T}/dup.yaml"], ["dup.yaml: line 6", "duplicate key 'max_steps' (first given on line 4)"]),
+    ("section-not-mapping", ["validate", "{T}/trainer_int.yaml"], ["trainer_int.yaml", "'trainer' must be a mapping", "got int 5"]),
+    ("top-level-trainer-key", ["validate", "{T}/top_max_steps.yaml"], ["unknown key 'max_steps'", "'trainer.max_steps'"]),
+    ("top-level-eval-key", ["validate", "{T}/top_batch_size.yaml"], ["unknown key 'batch_size'", "'eval.batch_size'"]),
+    ("eval-as-list", ["validate", "{T}/eval_list.yaml"], ["'eval' must be a mapping", "got list"]),
+    ("tab-indent", ["validate", "{T}/tab.yaml"], ["tab.yaml: line 4 invalid YAML"]),
+    ("empty-recipe", ["validate", "{T}/empty.yaml"], ["empty.yaml", "missing required key 'method'"]),
+    ("recipe-is-list", ["validate", "{T}/list.yaml"], ["list.yaml", "must be a YAML mapping, got list"]),
+    ("python-tag", ["validate", "{T}/python_tag.yaml"], ["python_tag.yaml: line 1 invalid YAML"]),
+    ("recipe-is-dir", ["validate", "{R}"], ["is a directory; give a recipe file"]),
+    ("override-bad-yaml", ["validate", G, "trainer.max_steps=[1"], ["override 'trainer.max_steps=[1': invalid value"]),
+    ("override-into-scalar", ["validate", G, "trainer.max_steps.x=1"], ["override 'trainer.max_steps.x'", "'max_steps' is not a mapping"]),
+    ("override-unknown-key", ["validate", G, "trainer.lr=1e-5"], ["unknown key 'trainer.lr'"]),
+    ("fractional-int", ["validate", G, "trainer.max_steps=2.5"], ["'trainer.max_steps' must be int, got float 2.5"]),
+    ("model-null", ["validate", G, "model="], ["missing required key 'model'"]),
+    # ranges TRL does not check
+    ("temperature-zero", ["validate", G, "trainer.temperature=0"], ["'trainer.temperature' must be > 0"]),
+    ("negative-lr", ["validate", G, "trainer.learning_rate=-1e-5"], ["'trainer.learning_rate' must be >= 0, got -1e-05"]),
+    ("zero-batch", ["validate", G, "trainer.per_device_train_batch_size=0"], ["'trainer.per_device_train_batch_size' must be >= 1"]),
+    ("zero-completion-length", ["validate", G, "trainer.max_completion_length=0"], ["'trainer.max_completion_length' must be >= 1"]),
+    ("negative-beta", ["validate", G, "trainer.beta=-1"], ["'trainer.beta' must be >= 0"]),
+    ("zero-max-steps", ["validate", G, "trainer.max_steps=0"], ["'trainer.max_steps' must be >= 1 (or -1"]),
+    ("top-p-zero", ["validate", G, "trainer.top_p=0"], ["'trainer.top_p' must be in (0, 1]"]),
+    ("negative-seed", ["validate", G, "trainer.seed=-1"], ["'trainer.seed' must be >= 0"]),
+    ("bf16-on-cpu", ["validate", G, "trainer.bf16=true"], ["invalid 'trainer' settings", "bf16"]),
+    ("report-to-missing", ["validate", G, "trainer.report_to=wandb"], ["'trainer.report_to': wandb is not installed"]),
+    ("resume-missing", ["validate", G, "trainer.resume_from_checkpoint={T}/no_ckpt"], ["'trainer.resume_from_checkpoint': no checkpoint directory"]),
+    ("lora-dropout-one", ["validate", "{R}/cdpo_arithmetic.yaml", "train.lora={r: 4, lora_dropout: 1.0}"], ["'train.lora.lora_dropout' must be in [0, 1)"]),
+    ("lora-key-typo", ["validate", "{R}/cdpo_arithmetic.yaml", "contrast.lora={rank: 4}"], ["unknown key 'contrast.lora.rank'"]),
+    ("treg-lora-r-zero", ["validate", "{R}/treg_arithmetic.yaml", "train.lora={r: 0}"], ["'train.lora.r' must be >= 1"]),
+    ("cdpo-negative-beta", ["validate", "{R}/cdpo_arithmetic.yaml", "trainer.beta=-0.1"], ["'trainer.beta' must be >= 0"]),
+    ("clean-negative-lr", ["validate", "{R}/token_cleaning_arithmetic.yaml", "trainer.learning_rate=-1"], ["'trainer.learning_rate' must be >= 0"]),
+    ("task-ops", ["validate", G, "task={name: arithmetic, ops: ['^']}"], ["task.ops: unknown operator"]),
+    ("task-range", ["validate", G, "task={name: arithmetic, max_value: -3}"], ["task.max_value must be >= task.min_value"]),
+    ("reward-not-a-function", ["validate", G, "reward=[tokrl.models:tiny_model]"], ["reward 'tokrl.models:tiny_model'"]),
+    ("reward-missing-module", ["validate", G, "reward=[no_such_module:fn]"], ["reward 'no_such_module:fn'"]),
+    # eval settings
+    ("eval-batch-zero", ["validate", G, "eval.batch_size=0"], ["eval.batch_size must be a whole number >= 1, got 0"]),
+    ("eval-pass-k-zero", ["validate", THR, "eval.pass_k=[0, 8]"], ["eval.pass_k must be a whole number >= 1, got 0"]),
+    ("eval-pass-k-scalar", ["validate", G, "eval.pass_k=8"], ["eval.pass_k must be a list of k values"]),
+    ("eval-samples-below-k", ["validate", THR, "eval.num_samples=4"], ["eval.num_samples (4) must be >= the largest pass@k k (8)"]),
+    ("eval-temperature-zero", ["validate", THR, "eval.temperature=0"], ["eval.temperature must be a number > 0"]),
+    ("eval-cli-pass-k-zero", ["eval", "--model", "{T}/emptymodel", "--pass-k", "0"], ["--pass-k must be a whole number >= 1, got 0"]),
+    ("eval-cli-batch-zero", ["eval", "--model", "{T}/emptymodel", "--batch-size", "0"], ["--batch-size must be a whole number >= 1"]),
+    ("eval-cli-num-prompts-zero", ["eval", "--model", "{T}/emptymodel", "--num-prompts", "0"], ["--num-prompts must be a whole number >= 1"]),
+    # model sources
+    ("model-empty-dir", ["eval", "--model", "{T}/emptymodel"], ["emptymodel has no config.json", "(it is empty)"]),
+    ("model-is-run-dir", ["eval", "--model", "{T}/rundir"], ["rundir has no config.json", "its trained model is in final/"]),
+    ("model-is-file", ["eval", "--model", "{T}/notes.txt"], ["notes.txt is a file"]),
+    ("model-no-tokenizer", ["eval", "--model", "{T}/model_no_tokenizer"], ["could not load a tokenizer from", "model_no_tokenizer"]),
+    ("cdpo-model-empty-dir", ["validate", "{R}/cdpo_arithmetic.yaml", "model={T}/emptymodel"], ["cdpo_arithmetic.yaml", "emptymodel has no config.json"]),
+    ("clean-model-empty-dir", ["validate", "{R}/token_cleaning_arithmetic.yaml", "model={T}/emptymodel"], ["emptymodel has no config.json"]),
+    # data files
+    ("treg-empty-jsonl", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/empty.jsonl"], ["data.path: ", "empty.jsonl is empty (no rows)"]),
+    ("treg-blank-jsonl", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/blank.jsonl"], ["blank.jsonl is empty (no rows)"]),
+    ("treg-missing-column", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/pairs_no_rejected.jsonl"], ["missing column 'rejected'"]),
+    ("treg-txt-file", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/notes.txt"], ["notes.txt: unsupported file type '.txt'"]),
+    ("treg-data-missing", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/nope.jsonl"], ["nope.jsonl: no such file or directory"]),
+    ("cdpo-empty-jsonl", ["validate", "{R}/cdpo_gsm8k.yaml", "prompts.path={T}/empty.jsonl"], ["cdpo_gsm8k.yaml: prompts.path: ", "empty.jsonl is empty (no rows)"]),
+    ("cdpo-missing-column", ["validate", "{R}/cdpo_gsm8k.yaml", "prompts.path={T}/questions_no_question.jsonl"], ["has no column 'question'"]),
+    ("cdpo-prompts-missing", ["validate", "{R}/cdpo_gsm8k.yaml", "prompts.path={T}/nope"], ["prompts.path", "not found"]),
+]
+
+
+def _make_files(root: Path) -> None:
+    for name, text in FILES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if text is not None:
+            path.write_text(text)
+
+
+def _snapshot(*roots: Path) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for root in roots for p in sorted(root.rglob("*"))
+            if p.is_file() and "run" not in p.relative_to(root).parts[:1]}
+
+
+def run_case(argv: list[str], scratch: Path, capsys) -> tuple[int, str]:
+    args = [a.replace("{R}", str(RECIPES)).replace("{T}", str(scratch)) for a in argv]
+    code = main(args)
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("case", NEW_CASES, ids=[c[0] for c in NEW_CASES])
+def test_issue14_bad_input_gives_one_line_and_touches_nothing(case, tmp_path, capsys):
+    case_id, argv, fragments = case
+    _make_files(tmp_path)
+    before = _snapshot(tmp_path, RECIPES)
+    code, err = run_case(argv, tmp_path, capsys)
+    assert code == 2, (case_id, err)
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("tokrl")]
+    assert len(lines) == 1 and lines[0].startswith("tokrl: error:") and "Traceback" not in err, err
+    err = lines[0]  # (datasets may draw a progress bar while reading a file)
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert _snapshot(tmp_path, RECIPES) == before  # nothing outside the run dir was written
+
+
+def test_the_catalogue_grew_by_at_least_forty_cases():
+    assert len(NEW_CASES) >= 40 and len({c[0] for c in NEW_CASES}) == len(NEW_CASES)
+
+
+def write_catalogue(out: Path) -> None:
+    """docs/bad_inputs.md: every case of this file's issue-14 catalogue with the one line it gives now."""
+    import contextlib
+    import io
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        _make_files(scratch)
+        for case_id, argv, _ in NEW_CASES:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                main([a.replace("{R}", str(RECIPES)).replace("{T}", str(scratch)) for a in argv])
+            line = err.getvalue().strip().splitlines()[-1].replace(str(scratch), "$T").replace(str(RECIPES), "recipes")
+            line = line.replace(" (run with --debug for the traceback)", "")
+            command = " ".join(argv).replace("{R}", "recipes").replace("{T}", "$T")
+            rows.append(f"| {case_id} | `tokrl {command}` | {line.replace('|', '/')} |")
+    out.write_text(
+        "# Bad inputs and the one line each gives\n\n"
+        "Generated by `python tests/test_bad_inputs.py docs/bad_inputs.md` from the issue-14 catalogue in\n"
+        "tests/test_bad_inputs.py (each case is also a test: exit code 2, exactly one `tokrl: error:` line naming the\n"
+        "key, file or column, and no file outside the run directory changed). `$T` is a scratch folder holding the\n"
+        "files the cases name (an empty .jsonl, a run directory, a model directory without a tokenizer, ...). Every\n"
+        "error ends with ` (run with --debug for the traceback)`, left out here.\n\n"
+        f"{len(rows)} cases.\n\n| case | command | error |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_catalogue(Path(sys.argv[1]))
