@@ -27,6 +27,7 @@ from peft import LoraConfig
 from tokrl.data.corrupted_sft import CorruptedArithmeticSFT, removal_quality
 from tokrl.evaluation import generate
 from tokrl.models import check_model_source, load_model, resolve_model_path
+from tokrl.pipelines.runner import Runner
 from tokrl.pipelines.stage import config_hash, load_stage, run_artifact_stage, stage_fingerprint, stage_metadata
 from tokrl.pipelines.token_cleaning import (
     MASK_WEIGHTING,
@@ -51,6 +52,9 @@ DATA_KEYS = ("source", "corrupted_arithmetic", "path", "name", "split", "trusted
 CLEANING_KEYS = ("variants", "keep_ratio", "num_chunks", "score_batch_size", "reference_model")
 EVAL_KEYS = ("max_new_tokens", "batch_size", "max_examples")
 VARIANTS = ("all_tokens", "fixed", "per_sample", "random", "self_evolving")
+# Stage directories under output_dir, in the order they run (fixed/ and self_evolving/ hold nested stages).
+STAGES = ("tokenize", "model_all_tokens", "trusted_tokenize", "model_reference", "fixed", "model_fixed",
+          "model_per_sample", "model_random", "self_evolving", "eval")
 SOURCES = ("corrupted_arithmetic", "hub", "disk")
 
 
@@ -164,20 +168,25 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
     batch = int(cleaning.get("score_batch_size", 16))
     lora, trainer_cfg = recipe.get("lora"), recipe.get("trainer")
     torch.manual_seed(seed)
+    runner = Runner(root, STAGES, overwrite=overwrite, file=file)
 
     splits = load_data(recipe, file)
     _, tokenizer = load_model(base)
     chat_template = data_cfg.get("chat_template")
     if chat_template:
         tokenizer.chat_template = chat_template
-    tokens = tokenize_stage(splits["pool"], tokenizer, root / "tokenize", max_length=data_cfg.get("max_length", 1024),
-                            truncation_mode=data_cfg.get("truncation_mode", "keep_start"), tokenizer_id=base,
-                            overwrite=overwrite)
+
+    def tokenize(name, rows):
+        return runner.step(name, lambda ow: tokenize_stage(
+            rows, tokenizer, runner.dir(name), max_length=data_cfg.get("max_length", 1024),
+            truncation_mode=data_cfg.get("truncation_mode", "keep_start"), tokenizer_id=base, overwrite=ow))
+
+    tokens = tokenize("tokenize", splits["pool"])
     token_fp = stage_fingerprint(root / "tokenize")
     models = Models()
     report: dict = {"output_dir": str(root), "model": base, "keep_ratio": ratio, "pool_rows": len(tokens), "variants": {}}
 
-    def train(stage_dir, init, dataset, weighting, fingerprint, where="trainer", cfg=None):
+    def train(stage_dir, init, dataset, weighting, fingerprint, overwrite, where="trainer", cfg=None):
         # the SFT runs truncate like the tokenize stage unless the recipe says otherwise
         cfg = {"max_length": data_cfg.get("max_length", 1024), **(cfg if cfg is not None else trainer_cfg or {})}
         return model_stage(stage_dir, init_model=init, dataset=dataset, trainer=cfg,
@@ -192,7 +201,8 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
 
     finals: dict[str, str] = {}
     if "all_tokens" in variants:
-        path = train(root / "model_all_tokens", base, tokens, "uniform", token_fp)
+        path = runner.step("model_all_tokens", lambda ow: train(runner.dir("model_all_tokens"), base, tokens,
+                                                                "uniform", token_fp, ow))
         finals["all_tokens"] = str(path)
         report["variants"]["all_tokens"] = {"train": stage_metadata(root / "model_all_tokens")}
 
@@ -203,40 +213,41 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
             if splits["trusted"] is None:
                 raise RecipeError(f"{file}: fixed-model cleaning needs cleaning.reference_model or a trusted set "
                                   "(data.trusted_path / data.trusted_rows)")
-            trusted = tokenize_stage(splits["trusted"], tokenizer, root / "trusted_tokenize",
-                                     max_length=data_cfg.get("max_length", 1024),
-                                     truncation_mode=data_cfg.get("truncation_mode", "keep_start"),
-                                     tokenizer_id=base, overwrite=overwrite)
-            reference = str(train(root / "model_reference", base, trusted, "uniform",
-                                  stage_fingerprint(root / "trusted_tokenize"), where="reference_trainer",
-                                  cfg=recipe.get("reference_trainer") or trainer_cfg))
+            trusted = tokenize("trusted_tokenize", splits["trusted"])
+            reference = str(runner.step("model_reference", lambda ow: train(
+                runner.dir("model_reference"), base, trusted, "uniform", stage_fingerprint(root / "trusted_tokenize"),
+                ow, where="reference_trainer", cfg=recipe.get("reference_trainer") or trainer_cfg)))
             report["reference"] = {"model": reference, "train": stage_metadata(root / "model_reference")}
         elif reference is not None:
             reference = resolve_model_path(reference)
             report["reference"] = {"model": reference}
         for variant in fixed_like:
             selection = {"fixed": "global", "per_sample": "per_sample", "random": "random"}[variant]
-            cleaned, summary = fixed_model_cleaning(
-                tokens, root / "fixed", base=base, reference=reference, keep_ratio=ratio, selection=selection,
-                batch_size=batch, models=models, seed=seed, overwrite=overwrite, tokens_fingerprint=token_fp,
-                base_dir=root / "logps_base")
+            cleaned, summary = runner.step("fixed", lambda ow, s=selection: fixed_model_cleaning(
+                tokens, runner.dir("fixed"), base=base, reference=reference, keep_ratio=ratio, selection=s,
+                batch_size=batch, models=models, seed=seed, overwrite=ow, tokens_fingerprint=token_fp,
+                base_dir=root / "logps_base"))
             fp = config_hash([token_fp, stage_fingerprint(root / "fixed" / f"select_{selection}")])
-            path = train(root / f"model_{variant}", base, cleaned, MASK_WEIGHTING, fp)
+            path = runner.step(f"model_{variant}", lambda ow, v=variant, c=cleaned, f=fp: train(
+                runner.dir(f"model_{v}"), base, c, MASK_WEIGHTING, f, ow))
             finals[variant] = str(path)
             report["variants"][variant] = {"selection": summary, "removal": quality(cleaned),
                                            "train": stage_metadata(root / f"model_{variant}")}
 
     if "self_evolving" in variants:
-        def train_round(stage_dir, init, dataset, weighting):
-            select = Path(stage_dir).parent / "select_global"
-            fp = config_hash([token_fp, Path(stage_dir).parent.name, len(dataset),
-                              stage_fingerprint(select) if select.is_dir() else None])
-            return train(stage_dir, init, dataset, weighting, fp)
+        def evolve(ow):
+            def train_round(stage_dir, init, dataset, weighting):
+                select = Path(stage_dir).parent / "select_global"
+                fp = config_hash([token_fp, Path(stage_dir).parent.name, len(dataset),
+                                  stage_fingerprint(select) if select.is_dir() else None])
+                return train(stage_dir, init, dataset, weighting, fp, ow)
 
-        final, rounds = self_evolving_cleaning(
-            tokens, root / "self_evolving", base=base, keep_ratio=ratio,
-            num_chunks=int(cleaning.get("num_chunks", 5)), batch_size=batch, models=models, train=train_round,
-            overwrite=overwrite, tokens_fingerprint=token_fp, base_dir=root / "logps_base")
+            return self_evolving_cleaning(
+                tokens, runner.dir("self_evolving"), base=base, keep_ratio=ratio,
+                num_chunks=int(cleaning.get("num_chunks", 5)), batch_size=batch, models=models, train=train_round,
+                overwrite=ow, tokens_fingerprint=token_fp, base_dir=root / "logps_base")
+
+        final, rounds = runner.step("self_evolving", evolve)
         finals["self_evolving"] = final
         entry = {"rounds": rounds}
         if "corrupted" in tokens.column_names:
@@ -253,10 +264,9 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
         models._model = None
         targets = {"base": base, **finals}
         for name, path in targets.items():
-            stage = root / "eval" / name
-            result_path = run_artifact_stage(
-                "eval", stage, lambda tmp, p=path: _eval_to(tmp, p, splits["eval"], eval_cfg),
-                {"model": path, "eval": eval_cfg}, overwrite=overwrite)
+            result_path = runner.step(f"eval/{name}", lambda ow, n=name, p=path: run_artifact_stage(
+                "eval", runner.dir(f"eval/{n}"), lambda tmp: _eval_to(tmp, p, splits["eval"], eval_cfg),
+                {"model": p, "eval": eval_cfg}, overwrite=ow))
             result = json.loads((result_path / "eval.json").read_text())
             report["variants"].setdefault(name, {})["eval"] = result
     (root / "report.json").write_text(json.dumps(report, indent=1, default=str))
