@@ -15,8 +15,8 @@ score -> train, each a crash-safe stage under the recipe's `output_dir`.
 - `train`: `CDPOTrainer` (reference = the base model, adapter disabled) on the scored pairs; `eval_before` /
   `eval_after` greedy accuracy; optional `train_dpo` / `eval_dpo` (plain DPO, same budget) and `rollout_check`.
 
-Checked against the official code (github.com/chenzhiling9954/Critical-Tokens-Matter @ 228991e, as summarised in
-/work/shared/methods/cdpo.md sections 2.3-2.4): `softmax(2 * pos_logits - neg_logits)` gathered at the realised
+Checked against the official code (github.com/chenzhiling9954/Critical-Tokens-Matter @ 228991e, src/pipeline.py
+`calculate_ce_score`): `softmax(2 * pos_logits - neg_logits)` gathered at the realised
 next token, weight `1 - p` on rejected tokens, chosen weight 1 with `only_neg`, EOS weight 1.
 """
 
@@ -34,21 +34,17 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from tokrl.evaluation import headline
 from tokrl.models import resolve_model_path
-from tokrl.pipelines.preference import check_pair_sections, eval_split, task_pairs
+from tokrl.pipelines.preference import check_pair_sections, task_pairs, train_and_eval
 from tokrl.pipelines.rollout_check import RolloutSettings, rollout_check_stage
 from tokrl.pipelines.runner import (
     EvalSettings,
     Runner,
     StopPipeline,
     cpu_sane,
-    eval_stage,
-    load_trained,
     lora_config,
     open_pipeline_recipe,
     settings_from,
-    train_preference_stage,
 )
 from tokrl.pipelines.stage import (
     StageError,
@@ -69,8 +65,6 @@ from tokrl.trainers.token_columns import (
     tokenize_preference,
     tokenizer_fingerprint,
 )
-from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
-from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
 
 
 STAGES = ("sample", "select_pairs", "sft_positive", "sft_negative", "contrast_positive", "contrast_negative",
@@ -278,8 +272,8 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         summary["heatmap_columns"] = ["rejected_token_weights", "rejected_ce_prob", "chosen_token_weights",
                                       "chosen_ce_prob"]
         print(f"[tokrl] cDPO weights: {summary['weights']}", flush=True)
-        _train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, policy_lora_spec,
-                        trainer_section, eval_settings, baseline, out=summary)
+        train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, policy_lora_spec,
+                       trainer_section, eval_settings, baseline, trainer_cls=CDPOTrainer, out=summary)
         if rollout.enabled:
             report = runner.step("rollout_check", lambda ow: rollout_check_stage(
                 runner.dir("rollout_check"), load_base, scored, rollout,
@@ -292,51 +286,3 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
             summary[stop.name] = stop.result
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
-
-
-def _train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_base, model_id, config, lora_spec,
-                    trainer_section, eval_settings: EvalSettings, baseline: dict, *, trainer_cls=None,
-                    out: dict | None = None) -> dict:
-    """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget when `baseline.dpo`).
-
-    Results go into `out` as they come, so a pipeline stopped after one stage still reports it."""
-    trainer_cls = trainer_cls or CDPOTrainer
-    out = {} if out is None else out
-    eval_data = eval_split(source, eval_settings)
-    data_fp = stage_fingerprint(runner.dir("score"))
-    if eval_data is not None and eval_settings.before:
-        out["eval_before"] = runner.step("eval_before", lambda ow: eval_stage(
-            runner.dir("eval_before"), "eval_before", load_base, eval_data, eval_settings,
-            input_fingerprint=config_hash([model_id]), overwrite=ow), load=stage_metadata, required=False)
-        print(f"[tokrl] accuracy before: {headline(out['eval_before'])}", flush=True)
-    lora = lora_config(lora_spec, "train.lora", file)
-    record = {"trainer": trainer_section, "lora": lora_spec, "method": trainer_cls.__name__}
-    trained = runner.step("train", lambda ow: train_preference_stage(
-        runner.dir("train"), "train", trainer_cls, config, scored, load_base, lora, config_record=record,
-        input_fingerprint=data_fp, overwrite=ow), load=lambda d: d / "artifact", required=False)
-    out["train"] = stage_metadata(runner.dir("train")) if trained is not None else None
-    if eval_data is not None and eval_settings.after:
-        out["eval_after"] = runner.step("eval_after", lambda ow: eval_stage(
-            runner.dir("eval_after"), "eval_after", lambda: load_trained(runner.need(trained, "train"), load_base),
-            eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow),
-            load=stage_metadata, required=False)
-        print(f"[tokrl] accuracy after: {headline(out['eval_after'])}", flush=True)
-    if baseline.get("dpo"):
-        dpo_fields = set(WeightedDPOConfig.__dataclass_fields__)
-        dpo_section = {k: v for k, v in trainer_section.items() if k in dpo_fields}
-        dpo_config = build_config(WeightedDPOConfig, dpo_section, file, "trainer",
-                                  output_dir=str(runner.dir("train_dpo")), report_to="none")
-        dpo_record = {"trainer": dpo_section, "lora": lora_spec, "method": "DPO"}
-        dpo_path = runner.step("train_dpo", lambda ow: train_preference_stage(
-            runner.dir("train_dpo"), "train_dpo", WeightedDPOTrainer, dpo_config, scored, load_base,
-            lora_config(lora_spec, "train.lora", file), config_record=dpo_record, input_fingerprint=data_fp,
-            overwrite=ow), load=lambda d: d / "artifact", required=False)
-        out["train_dpo"] = stage_metadata(runner.dir("train_dpo")) if dpo_path is not None else None
-        if eval_data is not None:
-            out["eval_dpo"] = runner.step("eval_dpo", lambda ow: eval_stage(
-                runner.dir("eval_dpo"), "eval_dpo", lambda: load_trained(runner.need(dpo_path, "train_dpo"),
-                                                                         load_base),
-                eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train_dpo")),
-                overwrite=ow), load=stage_metadata, required=False)
-            print(f"[tokrl] accuracy after plain DPO: {headline(out['eval_dpo'])}", flush=True)
-    return out

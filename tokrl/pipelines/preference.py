@@ -3,7 +3,7 @@
 `sample`: n completions per training prompt from the base model (batched `generate`), each graded by the task's
 verifiable reward (a TRL-style reward function: `f(completions, **columns) -> list[float]`).
 
-`select` (the rules of the cDPO release, /work/shared/methods/cdpo.md section 2.1, as defaults):
+`select` (the rules of the cDPO release, github.com/chenzhiling9954/Critical-Tokens-Matter, as defaults):
 per prompt, completions are grouped by their extracted final answer (completions with no answer are dropped),
 groups are ordered by size (ties broken by a seeded shuffle) and one random member represents each group.
 - positive SFT set: representatives of the `positive_top_k` (default 1) largest *correct* groups;
@@ -16,6 +16,9 @@ groups are ordered by size (ties broken by a seeded shuffle) and one random memb
 The pairs are in TRL's preference format: conversational prompts (lists of messages) give conversational
 `chosen`/`rejected` (`[{"role": "assistant", "content": ...}]`), plain-text prompts give strings. Any other
 DPO-format dataset works as input to the scoring stages too: `load_preference_dataset(path)`.
+
+`train_and_eval`: what both pipelines do with scored pairs: eval before, train, eval after, and a plain-DPO
+baseline at the same budget (the generic stage runner and training stage live in `tokrl.pipelines.runner`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
 from tokrl.data.dataset import build_task, read_table
-from tokrl.pipelines.runner import EvalSettings, Runner, settings_from
+from tokrl.evaluation import headline
+from tokrl.pipelines.runner import (
+    EvalSettings,
+    Runner,
+    eval_stage,
+    load_trained,
+    lora_config,
+    settings_from,
+    train_preference_stage,
+)
 from tokrl.pipelines.stage import (
     MANIFEST,
     config_hash,
@@ -39,9 +51,12 @@ from tokrl.pipelines.stage import (
     run_stage,
     shard_seed,
     stage_fingerprint,
+    stage_metadata,
 )
-from tokrl.recipe import RecipeError, check_keys
+from tokrl.recipe import RecipeError, build_config, check_keys
 from tokrl.rewards import extract_answer, resolve_rewards
+from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
+from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -512,3 +527,48 @@ def check_pair_sections(recipe: dict, file) -> None:
         raise RecipeError(f"{file}: reward: {exc}") from None
 
 
+def train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_base, model_id, config, lora_spec,
+                   trainer_section, eval_settings: EvalSettings, baseline: dict, *, trainer_cls,
+                   out: dict | None = None) -> dict:
+    """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget when `baseline.dpo`).
+
+    Results go into `out` as they come, so a pipeline stopped after one stage still reports it."""
+    out = {} if out is None else out
+    eval_data = eval_split(source, eval_settings)
+    data_fp = stage_fingerprint(runner.dir("score"))
+    if eval_data is not None and eval_settings.before:
+        out["eval_before"] = runner.step("eval_before", lambda ow: eval_stage(
+            runner.dir("eval_before"), "eval_before", load_base, eval_data, eval_settings,
+            input_fingerprint=config_hash([model_id]), overwrite=ow), load=stage_metadata, required=False)
+        print(f"[tokrl] accuracy before: {headline(out['eval_before'])}", flush=True)
+    lora = lora_config(lora_spec, "train.lora", file)
+    record = {"trainer": trainer_section, "lora": lora_spec, "method": trainer_cls.__name__}
+    trained = runner.step("train", lambda ow: train_preference_stage(
+        runner.dir("train"), "train", trainer_cls, config, scored, load_base, lora, config_record=record,
+        input_fingerprint=data_fp, overwrite=ow), load=lambda d: d / "artifact", required=False)
+    out["train"] = stage_metadata(runner.dir("train")) if trained is not None else None
+    if eval_data is not None and eval_settings.after:
+        out["eval_after"] = runner.step("eval_after", lambda ow: eval_stage(
+            runner.dir("eval_after"), "eval_after", lambda: load_trained(runner.need(trained, "train"), load_base),
+            eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow),
+            load=stage_metadata, required=False)
+        print(f"[tokrl] accuracy after: {headline(out['eval_after'])}", flush=True)
+    if baseline.get("dpo"):
+        dpo_fields = set(WeightedDPOConfig.__dataclass_fields__)
+        dpo_section = {k: v for k, v in trainer_section.items() if k in dpo_fields}
+        dpo_config = build_config(WeightedDPOConfig, dpo_section, file, "trainer",
+                                  output_dir=str(runner.dir("train_dpo")), report_to="none")
+        dpo_record = {"trainer": dpo_section, "lora": lora_spec, "method": "DPO"}
+        dpo_path = runner.step("train_dpo", lambda ow: train_preference_stage(
+            runner.dir("train_dpo"), "train_dpo", WeightedDPOTrainer, dpo_config, scored, load_base,
+            lora_config(lora_spec, "train.lora", file), config_record=dpo_record, input_fingerprint=data_fp,
+            overwrite=ow), load=lambda d: d / "artifact", required=False)
+        out["train_dpo"] = stage_metadata(runner.dir("train_dpo")) if dpo_path is not None else None
+        if eval_data is not None:
+            out["eval_dpo"] = runner.step("eval_dpo", lambda ow: eval_stage(
+                runner.dir("eval_dpo"), "eval_dpo", lambda: load_trained(runner.need(dpo_path, "train_dpo"),
+                                                                         load_base),
+                eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train_dpo")),
+                overwrite=ow), load=stage_metadata, required=False)
+            print(f"[tokrl] accuracy after plain DPO: {headline(out['eval_dpo'])}", flush=True)
+    return out

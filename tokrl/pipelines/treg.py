@@ -15,7 +15,7 @@ evaluator, template hash), which `TREGTrainer` validates.
 
 Source notes: the formula for r_t, the choice of the reference model as evaluator and the sum-form regulariser
 are as two independent secondary write-ups of the paper report them (the paper body and github.com/wzhouad/T-REG
-could not be read; see /work/shared/methods/treg.md). The paper's prompt wording is unknown: the two templates
+could not be read). The paper's prompt wording is unknown: the two templates
 below are tokrl's own paraphrases ("revision": the draft answer is shown and the model is asked to rewrite it
 better / worse, the spec's default because the paper frames the method as self-refinement; "instruction": the
 request with a short quality instruction, no draft). Users can pass their own.
@@ -31,8 +31,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from tokrl.pipelines.cdpo import _train_and_eval
-from tokrl.pipelines.preference import check_pair_sections, response_text, task_pairs
+from tokrl.pipelines.preference import check_pair_sections, response_text, task_pairs, train_and_eval
 from tokrl.pipelines.runner import (
     EvalSettings,
     Runner,
@@ -301,8 +300,8 @@ def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         summary["token_rewards"] = reward_stats(scored)
         print(f"[tokrl] T-REG token rewards: {summary['token_rewards']}", flush=True)
         lora_spec = train.get("lora")
-        _train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, lora_spec,
-                        trainer_section, eval_settings, baseline, trainer_cls=TREGTrainer, out=summary)
+        train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, lora_spec,
+                       trainer_section, eval_settings, baseline, trainer_cls=TREGTrainer, out=summary)
     except StopPipeline as stop:
         summary["stopped_after"] = stop.name
         if isinstance(stop.result, dict):  # evaluations and training report a dict

@@ -4,7 +4,7 @@ p_CE(y_t) = softmax_v((1 + beta) * z_pos_t(v) - beta * z_neg_t(v))[y_t], the sof
 (Lin et al. 2024, "Critical Tokens Matter", eq. for the CE score; the released code computes exactly
 `softmax(2 * pos_logits - neg_logits)` with beta = 1 and gathers the realised token, the logits at position t-1
 scoring token t: checked in chenzhiling9954/Critical-Tokens-Matter, src/pipeline.py `calculate_ce_score`, commit
-228991e; /work/shared/methods/cdpo.md section 2.3). The log-normaliser needs every vocabulary logit of both
+228991e). The log-normaliser needs every vocabulary logit of both
 models, so gathering the two target log-probs is not enough.
 
 How it is computed without `[B, T, V]` logits: the combined logits are linear in the hidden states,

@@ -9,8 +9,8 @@
 `DatasetColumn` weighter over the same token view as any DPO weighter) and enter through `WeightedDPOTrainer`'s
 `extra_token_loss` hook; TRL's DPO loss, margin and metrics stay unweighted.
 
-Sign check (derived here; the paper body and code could not be read, the structure is from two secondary write-ups,
-see ../shared/methods/treg.md): d loss / d log pi(y_w,t) = -beta w (1 + alpha r_w,t) and d loss / d log pi(y_l,t) =
+Sign check (derived here; the paper body and code could not be read, the structure is from two secondary write-ups):
+d loss / d log pi(y_w,t) = -beta w (1 + alpha r_w,t) and d loss / d log pi(y_l,t) =
 +beta w (1 - alpha r_l,t): DPO's gradient with per-token weights 1 + alpha r on chosen and 1 - alpha r on rejected
 tokens, while w comes from the unweighted margin. So a chosen token with r > 0 is pushed up harder and a rejected
 token with r < 0 is pushed down harder, as the paper describes. `w = sigmoid(h_l - h_w)` is exactly the factor in
