@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1] / "tokrl"
 
 # Bottom to top; a module may import its own layer or a lower one. Longest prefix wins.
 LAYERS = [
-    ("base", ["tokrl.utils", "tokrl.console", "tokrl.model_head", "tokrl.recipe", "tokrl.models", "tokrl.data",
-              "tokrl.rewards", "tokrl.evaluation"]),
+    ("base", ["tokrl.utils", "tokrl.console", "tokrl.config_ranges", "tokrl.model_head", "tokrl.recipe", "tokrl.models",
+              "tokrl.data", "tokrl.rewards", "tokrl.evaluation"]),
     ("weighting", ["tokrl.weighting", "tokrl"]),
     ("scoring", ["tokrl.scoring"]),
     ("diagnostics", ["tokrl.diagnostics", "tokrl.run_dir"]),
