@@ -3,7 +3,8 @@
 A learning check cheap enough for a shared CPU. For each seed: one rollout of `recipes/grpo_arithmetic.yaml`'s step
 (SmolLM2-135M-Instruct, 2 prompts x 8 completions of <= 24 tokens, temperature 1, accuracy reward, beta 0), then
 the gradient of TRL's GRPO loss on that same batch twice: by a `WeightedGRPOTrainer` in fp32 and by one with
-`bf16=True` (accelerate's CPU autocast, the path the bf16 default takes), same weights. Printed: the cosine and the
+`bf16=True` (TRL's `accelerator.autocast()` around the forward, the path the bf16 default takes), same pretrained
+weights. Printed: the cosine and the
 relative norm difference of the two gradients per seed, and the cosine between the fp32 gradients of different
 seeds (what a different sample of completions changes). bf16 does not change what is learned when its gradient
 is much closer to fp32's than one seed's gradient is to another's.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import tempfile
 
 import torch
 
@@ -36,49 +36,50 @@ def compare(a: torch.Tensor, b: torch.Tensor, chunk: int = 2**22) -> tuple[float
     return ab / (aa * bb) ** 0.5, max(aa - 2 * ab + bb, 0.0) ** 0.5 / aa**0.5
 
 
-def trainers(seed: int):
+def make_trainer(seed: int, precision: str):
+    """A `WeightedGRPOTrainer` on the recipe's step with fresh SmolLM2 weights, in fp32 or bf16 autocast."""
     from benchmarks.cases.grpo import build_trainer, grpo_config, recipe_settings
     from tokrl.rewards import accuracy_reward
     from tokrl.trainers import WeightedGRPOConfig, WeightedGRPOTrainer
 
     s = recipe_settings(False)
     common = grpo_config(s, force_length=False, learning_rate=1e-5, temperature=1.0, beta=0.0, seed=seed)
-    out = {}
-    for name, precision in (("fp32", dict(bf16=False)), ("bf16", dict(bf16=True, use_cpu=True))):
-        args = WeightedGRPOConfig(**{**common, "output_dir": tempfile.mkdtemp()}, gradient_checkpointing=False,
-                                  **precision)
-        trainer = build_trainer(WeightedGRPOTrainer, args, reward_funcs=[accuracy_reward])
-        trainer.current_gradient_accumulation_steps = 1  # set by train(), read by TRL's loss
-        out[name] = trainer
-    return out
+    flags = dict(bf16=False) if precision == "fp32" else dict(bf16=True, use_cpu=True)
+    args = WeightedGRPOConfig(**common, gradient_checkpointing=False, **flags)
+    trainer = build_trainer(WeightedGRPOTrainer, args, reward_funcs=[accuracy_reward])
+    trainer.current_gradient_accumulation_steps = 1  # set by train(), read by TRL's loss
+    trainer.model.train()
+    return trainer
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bf16_agreement", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args(argv)
+    # one model at a time (memory is short on a shared machine); other seeds' gradients kept in bf16, enough for
+    # a cosine between seeds
     fp32_grads = {}
     print("| seed | rewards (mean, groups with spread) | cos(fp32, bf16) | norm(bf16 - fp32) / norm(fp32) |")
     print("| --- | --- | --- | --- |")
     for seed in args.seeds:
-        pair = trainers(seed)
+        trainer = make_trainer(seed, "fp32")
         torch.manual_seed(seed)
-        pair["fp32"].model.train()
-        batch = next(iter(pair["fp32"].get_train_dataloader()))
-        inputs = pair["fp32"]._prepare_inputs(batch)  # generation + rewards + advantages, fp32 policy
-        pair["bf16"].model.load_state_dict(pair["fp32"].model.state_dict())
-        pair["bf16"].model.train()
-        g32 = gradient(pair["fp32"], inputs)
-        g16 = gradient(pair["bf16"], inputs)
-        fp32_grads[seed] = g32
+        batch = next(iter(trainer.get_train_dataloader()))
+        inputs = trainer._prepare_inputs(batch)  # generation + rewards + advantages, fp32 policy
+        g32 = gradient(trainer, inputs)
+        rewards = trainer._metrics["train"]["reward"][-1]
+        spread = 1 - trainer._metrics["train"]["frac_reward_zero_std"][-1]
+        del trainer
+        trainer = make_trainer(seed, "bf16")  # the same pretrained weights, loaded again
+        g16 = gradient(trainer, inputs)
+        del trainer, inputs
         cos, rel = compare(g32, g16)
         del g16
-        rewards = pair["fp32"]._metrics["train"]["reward"][-1]
-        spread = 1 - pair["fp32"]._metrics["train"]["frac_reward_zero_std"][-1]
+        fp32_grads[seed] = g32.to(torch.bfloat16)
+        del g32
         print(f"| {seed} | {rewards:.3f}, {spread:.2f} | {cos:.4f} | {rel:.4f} |", flush=True)
-        del pair, inputs
     for a, b in itertools.combinations(args.seeds, 2):
-        cos, rel = compare(fp32_grads[a], fp32_grads[b])
+        cos, rel = compare(fp32_grads[a].float(), fp32_grads[b].float())
         print(f"fp32 gradients of seed {a} and seed {b}: cos {cos:.4f}, norm(difference) / norm(seed {a}) {rel:.4f}")
     return 0
 
