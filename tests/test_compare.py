@@ -85,7 +85,8 @@ def test_budget_and_overrides_reach_each_run_in_its_own_recipe_keys(spec_file, t
     # offline methods: their own command, their own keys (token cleaning: top-level seed, eval.max_examples)
     write(tmp_path / "clean.yaml", {"method": "token_cleaning", "model": "m", "seed": 3, "eval": {}})
     write(tmp_path / "cdpo.yaml", {"method": "cdpo", "model": "m", "trainer": {}, "eval": {}})
-    offline = write(tmp_path / "off.yaml", {"seeds": [4], "budget": {"max_steps": 3, "eval": {"num_prompts": 5, "pass_k": [2]}},
+    budget = {"max_steps": 3, "eval": {"num_prompts": 5, "pass_k": [2]}}
+    offline = write(tmp_path / "off.yaml", {"seeds": [4], "budget": budget,
                                             "arms": {"tc": {"recipe": "clean.yaml"}, "cdpo": {"recipe": "cdpo.yaml"}}})
     tc, cdpo = load_spec(offline).runs
     assert tc.argv[0] == "clean" and tc.argv[2:4] == ["seed=4", "eval.max_examples=5"] and tc.max_steps is None

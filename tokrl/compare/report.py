@@ -60,12 +60,14 @@ def summarize(spec: Spec, *, num_resamples: int = 10000) -> dict:
                 entry[key] = sum(values) / len(values)
         entry["curves"] = {s: r.get("reward", {}) for s, r in seeds.items()}
         arms[arm] = entry
-    wall = sum(r.get("wall_seconds", 0.0) for r in all_results)
-    core = sum(r.get("wall_seconds", 0.0) * r.get("threads", 1) for r in all_results)
+    timed = [r for r in all_results if isinstance(r.get("wall_seconds"), (int, float))]
+    wall = sum(r["wall_seconds"] for r in timed)
+    core = sum(r["wall_seconds"] * r.get("threads", 1) for r in timed)
     return {"name": spec.name, "spec": str(spec.file), "baseline": spec.baseline, "seeds": spec.seeds,
             "budget": spec.budget, "metrics": metrics, "arms": arms,
             "runs": {"planned": len(spec.runs), "finished": len(all_results)},
             "compute": {"run_wall_seconds": round(wall, 1), "thread_seconds": round(core, 1),
+                        "untimed_runs": len(all_results) - len(timed),
                         "cpu_count": os.cpu_count(), "machine": platform.platform(),
                         "processor": platform.processor() or platform.machine()}}
 
@@ -113,7 +115,8 @@ def markdown(summary: dict, images: list[str]) -> str:
                 _num(e.get("tokens_per_s"), ".0f")]
         lines.append("| " + " | ".join(row) + " |")
     c = summary["compute"]
-    lines += ["", f"Compute: {c['run_wall_seconds'] / 3600:.2f} h of run wall time in all "
+    untimed = f" ({c['untimed_runs']} runs untimed)" if c.get("untimed_runs") else ""
+    lines += ["", f"Compute: {c['run_wall_seconds'] / 3600:.2f} h of run wall time in all{untimed} "
               f"({c['thread_seconds'] / 3600:.2f} thread-hours), on {c['cpu_count']} CPU cores ({c['processor']}, "
               f"{c['machine']}).", ""]
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in images]

@@ -91,10 +91,11 @@ def curves(path: Path | None) -> dict:
     return out
 
 
-def collect(run: Run, wall_seconds: float, threads: int) -> dict:
+def collect(run: Run, wall_seconds: float | None, threads: int) -> dict:
     """The run's result record (see module doc); raises when the run's outputs are incomplete."""
+    wall = None if wall_seconds is None else round(wall_seconds, 1)
     result = {"arm": run.arm, "seed": run.seed, "method": run.method, "command": ["tokrl", *run.argv],
-              "wall_seconds": round(wall_seconds, 1), "threads": threads, "eval": final_eval(run)}
+              "wall_seconds": wall, "threads": threads, "eval": final_eval(run)}
     result.update(curves(metrics_file(run)))
     if "kept_frac" in result["eval"] and "kept_frac" not in result:
         result["kept_frac"] = result["eval"]["kept_frac"]

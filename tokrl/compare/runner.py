@@ -132,7 +132,7 @@ def run_all(spec: Spec, *, jobs: int = 1, threads: int | None = None, progress: 
     running: dict[int, tuple[Run, subprocess.Popen, float]] = {}
     finished, failed = [], []
 
-    def finish(run: Run, wall: float) -> None:
+    def finish(run: Run, wall: float | None) -> None:
         result = collect(run, wall, threads)
         result["key"] = run_key(run)
         write_json_atomic(run.run_dir / RESULT, result)
@@ -144,7 +144,7 @@ def run_all(spec: Spec, *, jobs: int = 1, threads: int | None = None, progress: 
             while pending and len(running) < max(1, jobs):
                 run = pending.pop(0)
                 if output_file(run).is_file():  # the command finished but its result was not recorded yet
-                    finish(run, 0.0)
+                    finish(run, None)  # its wall time was not measured
                     continue
                 argv = prepare(run)
                 log = open(run.run_dir / LOG, "ab")

@@ -189,7 +189,8 @@ def budget_overrides(budget: dict, family: str, seed: int, arm: str, file) -> li
             names = EVAL_NAMES[family]
             unknown = [k for k in value if k not in EVAL_NAMES[ONLINE]]
             if unknown:
-                raise RecipeError(f"{file}: unknown key 'budget.eval.{unknown[0]}'; known: {', '.join(EVAL_NAMES[ONLINE])}")
+                raise RecipeError(f"{file}: unknown key 'budget.eval.{unknown[0]}'; "
+                                  f"known: {', '.join(EVAL_NAMES[ONLINE])}")
             items += [_flat(f"{targets['eval']}.{names[k]}", v) for k, v in value.items() if k in names]
         elif targets.get(key):
             items.append(_flat(targets[key], value))
