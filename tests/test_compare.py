@@ -109,6 +109,11 @@ def test_spec_errors_name_the_key(spec_file, change, message):
     assert message in str(err.value) and "bad.yaml" in str(err.value)
 
 
+def test_arms_option_names_a_real_arm(spec_file, capsys):
+    assert main(["compare", str(spec_file), "--arms", "uniform,randm50", "--no-progress"]) == 2
+    assert "'randm50' is not an arm" in capsys.readouterr().err
+
+
 def test_refuses_a_folder_it_did_not_make(spec_file, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("user data")

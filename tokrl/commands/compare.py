@@ -17,6 +17,8 @@ def add_arguments(parser):
                         help=f"runs at once (default {DEFAULT_JOBS}; each gets cores/jobs threads, at least 1)")
     parser.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
     parser.add_argument("--output-dir", default=None, help="comparison folder (default: the spec's output_dir)")
+    parser.add_argument("--arms", default=None,
+                        help="comma-separated arms to run now (default: all); the report still covers every arm")
     parser.add_argument("--report-only", action="store_true",
                         help="only (re)write the report from the runs finished so far; start nothing")
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
@@ -42,7 +44,8 @@ def run(args) -> int:
     if args.report_only:
         claim_output_dir(spec)
     else:
-        outcome = run_all(spec, jobs=args.jobs, threads=args.threads, progress=not args.no_progress)
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
+        outcome = run_all(spec, jobs=args.jobs, threads=args.threads, progress=not args.no_progress, arms=arms)
         failed = outcome["failed"]
         print(f"[compare] {len(outcome['finished'])} runs finished, {len(outcome['skipped'])} already done, "
               f"{len(failed)} failed ({outcome['jobs']} at once, {outcome['threads']} threads each)", flush=True)

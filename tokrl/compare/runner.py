@@ -110,12 +110,18 @@ def _last_line(path: Path) -> str:
     return (errors or lines or ["(no output)"])[-1].strip()[:300]
 
 
-def run_all(spec: Spec, *, jobs: int = 1, threads: int | None = None, progress: bool = True) -> dict:
-    """Run the unfinished runs of `spec`; returns {"finished": [...], "failed": [...], "skipped": [...]}."""
+def run_all(spec: Spec, *, jobs: int = 1, threads: int | None = None, progress: bool = True,
+            arms: list[str] | None = None) -> dict:
+    """Run the unfinished runs of `spec` (of `arms` only, when given: the arms that matter most first);
+    returns {"finished": [...], "failed": [...], "skipped": [...]}."""
+    unknown = [a for a in arms or () if a not in spec.arms]
+    if unknown:
+        raise RecipeError(f"--arms: '{unknown[0]}' is not an arm of {spec.file}; arms: {', '.join(spec.arms)}")
     claim_output_dir(spec)
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+    selected = [run for run in spec.runs if not arms or run.arm in arms]
     pending, skipped = [], []
-    for run in spec.runs:
+    for run in selected:
         done = load_result(run)
         if done is not None:
             if done.get("key") != run_key(run):
@@ -124,7 +130,7 @@ def run_all(spec: Spec, *, jobs: int = 1, threads: int | None = None, progress: 
             skipped.append(run)
         else:
             pending.append(run)
-    bar = Progress(spec.runs, progress)
+    bar = Progress(selected, progress)
     for run in skipped:
         bar.update(run, finished=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
