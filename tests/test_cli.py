@@ -159,6 +159,20 @@ USER_DATA = {"cdpo_gsm8k.yaml": "prompts.path 'data/gsm8k' not found",
              "treg_ultrafeedback.yaml": "data/llama3-ultrafeedback-armorm: no such file or directory"}
 
 
+def test_listing_the_commands_imports_none_of_them():
+    """`tokrl --help` reads each command's HELP from its source; only the command being run is imported."""
+    import importlib
+
+    from tokrl.cli import COMMANDS, _help
+
+    code = ("import sys; from tokrl.cli import build_parser; build_parser('validate'); "
+            "print(sorted(m for m in sys.modules if m.startswith('tokrl.commands.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=300)
+    assert out.stdout.strip() == "['tokrl.commands.validate']", out.stderr[-2000:]
+    for path in COMMANDS.values():
+        assert _help(path) == importlib.import_module(path).HELP != ""
+
+
 def test_every_shipped_recipe_validates(capsys):
     """Each YAML in recipes/ parses and names only known keys (via `tokrl validate`)."""
     recipes = sorted(Path(__file__).resolve().parents[1].joinpath("recipes").glob("*.yaml"))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import sys
+from pathlib import Path
 
 from tokrl.console import error, quiet_third_party
 
-# name -> module; each module has HELP, add_arguments(parser) and run(args) -> int. Imported lazily so that
-# `tokrl --help` stays fast and a missing optional extra breaks only its own command.
+# name -> module; each module has HELP, add_arguments(parser) and run(args) -> int. Only the command being run is
+# imported (the others' HELP is read from their source), so `tokrl --help` stays fast and a missing optional extra
+# breaks only its own command.
 COMMANDS = {
     "train": "tokrl.commands.train",
     "eval": "tokrl.commands.eval",
@@ -34,12 +37,24 @@ def _available() -> dict:
     return mods
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _help(path: str) -> str:
+    """A command module's HELP string, read from its source without importing the module."""
+    for node in ast.parse(Path(importlib.util.find_spec(path).origin).read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "HELP" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return ""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported and given its arguments (None: every command's)."""
     parser = argparse.ArgumentParser(prog="tokrl", description="Token-level credit assignment for RL fine-tuning.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("--verbose", action="store_true", help="keep third-party warnings tokrl hides by default")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, path in _available().items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=_help(path))
+            continue
         module = importlib.import_module(path)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
@@ -54,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--verbose" not in argv:  # before the command modules import anything that warns
         quiet_third_party()
-    parser = build_parser()
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

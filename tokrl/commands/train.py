@@ -1,7 +1,8 @@
 """`tokrl train RECIPE.yaml [key=value ...]`: one YAML file describes a run end to end, for every method.
 
-GRPO-family methods (grpo, forking_grpo, thr_grpo) train in one run; the offline methods (cdpo, treg,
-token_cleaning) run their pipeline of resumable stages (also available as `tokrl cdpo|treg|clean`)."""
+GRPO-family methods (grpo, forking_grpo, thr_grpo) and dpo (weights from your data) train in one run; the offline
+methods (cdpo, treg, token_cleaning) run their pipeline of resumable stages. `tokrl cdpo|treg|clean|dpo` are
+aliases with the same arguments."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tokrl.console import is_main_process
 from tokrl.evaluation import headline
 from tokrl.runs import run_recipe
 
-HELP = ("train any recipe (grpo, forking_grpo, thr_grpo; cdpo, treg and token_cleaning run their pipelines): "
+HELP = ("train any recipe (grpo, forking_grpo, thr_grpo, dpo; cdpo, treg and token_cleaning run their pipelines): "
         "tokrl train RECIPE.yaml [key=value ...]")
 
 
