@@ -124,7 +124,6 @@ def test_debug_flag_shows_the_traceback(tmp_path):
 def test_train_runs_every_method_and_the_pipeline_aliases_take_the_same_arguments(tmp_path, monkeypatch, capsys):
     """`tokrl train` hands an offline recipe to its pipeline with the overrides and the stage options; the
     aliases `tokrl cdpo|treg` call the same pipeline the same way; GRPO-family runs refuse the stage options."""
-    import tokrl.commands.cdpo
     import tokrl.runs
 
     calls = []
@@ -137,14 +136,14 @@ def test_train_runs_every_method_and_the_pipeline_aliases_take_the_same_argument
 
     for method in tokrl.runs.PIPELINES:
         monkeypatch.setitem(tokrl.runs.PIPELINES, method, fake(method))
-    monkeypatch.setattr(tokrl.commands.cdpo, "run_cdpo", fake("cdpo"))
     for method in ("cdpo", "treg", "token_cleaning"):
         path = write_recipe(tmp_path / f"{method}.yaml", {"method": method, "model": "x"})
         assert main(["train", str(path), "sample.num_prompts=2", "--overwrite", "--stage", "score"]) == 0
         assert calls[-1] == (method, str(path), ["sample.num_prompts=2"], {"overwrite": True, "stage": "score"})
-    path = tmp_path / "cdpo.yaml"
-    assert main(["cdpo", str(path), "sample.num_prompts=2", "--overwrite", "--stage", "score"]) == 0
-    assert calls[-1] == ("cdpo", str(path), ["sample.num_prompts=2"], {"overwrite": True, "stage": "score"})
+    for alias, method in (("cdpo", "cdpo"), ("treg", "treg")):
+        path = tmp_path / f"{method}.yaml"
+        assert main([alias, str(path), "sample.num_prompts=2", "--overwrite", "--stage", "score"]) == 0
+        assert calls[-1] == (method, str(path), ["sample.num_prompts=2"], {"overwrite": True, "stage": "score"})
     capsys.readouterr()
     grpo = write_recipe(tmp_path / "grpo.yaml", {**TINY_RECIPE, "model": "x"})
     assert main(["train", str(grpo), "--stage", "score"]) == 2

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from functools import partial
-
-from tokrl.commands import train
-from tokrl.pipelines.cdpo import STAGES, run_cdpo
+from tokrl.commands.train import pipeline_alias
+from tokrl.pipelines.cdpo import STAGES
 
 HELP = "run the cDPO pipeline (sample, select, contrast, score, train): tokrl cdpo RECIPE.yaml [key=value ...]"
-add_arguments = partial(train.add_arguments, stages=STAGES)
-
-
-def run(args) -> int:
-    summary = run_cdpo(args.recipe, args.overrides, overwrite=args.overwrite, stage=args.stage)
-    print(json.dumps(summary, indent=1, default=str))
-    return 0
+add_arguments, run = pipeline_alias("cdpo", STAGES)

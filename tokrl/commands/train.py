@@ -7,10 +7,11 @@ aliases with the same arguments."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
+import tokrl.runs
 from tokrl.console import is_main_process
 from tokrl.evaluation import headline
-from tokrl.runs import run_recipe
 
 HELP = ("train any recipe (grpo, forking_grpo, thr_grpo, dpo; cdpo, treg and token_cleaning run their pipelines): "
         "tokrl train RECIPE.yaml [key=value ...]")
@@ -25,9 +26,20 @@ def add_arguments(parser, stages=None):
 
 
 def run(args) -> int:
-    summary = run_recipe(args.recipe, args.overrides, overwrite=args.overwrite, stage=args.stage)
+    summary = tokrl.runs.run_recipe(args.recipe, args.overrides, overwrite=args.overwrite, stage=args.stage)
     shown = {k: headline(v) if k.startswith("eval_") and isinstance(v, dict) else v
              for k, v in summary.items() if k != "trainer"}
     if is_main_process():
         print(json.dumps(shown, indent=1, default=str))
     return 0
+
+
+def pipeline_alias(method: str, stages):
+    """`add_arguments` and `run` of `tokrl cdpo|treg`: `tokrl train` for that method's recipes, same arguments."""
+
+    def run(args) -> int:
+        summary = tokrl.runs.PIPELINES[method](args.recipe, args.overrides, overwrite=args.overwrite, stage=args.stage)
+        print(json.dumps(summary, indent=1, default=str))
+        return 0
+
+    return partial(add_arguments, stages=stages), run

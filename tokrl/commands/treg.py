@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from functools import partial
-
-from tokrl.commands import train
-from tokrl.pipelines.treg import STAGES, run_treg
+from tokrl.commands.train import pipeline_alias
+from tokrl.pipelines.treg import STAGES
 
 HELP = "run the T-REG pipeline (sample, select, score, train): tokrl treg RECIPE.yaml [key=value ...]"
-add_arguments = partial(train.add_arguments, stages=STAGES)
-
-
-def run(args) -> int:
-    summary = run_treg(args.recipe, args.overrides, overwrite=args.overwrite, stage=args.stage)
-    print(json.dumps(summary, indent=1, default=str))
-    return 0
+add_arguments, run = pipeline_alias("treg", STAGES)
