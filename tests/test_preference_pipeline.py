@@ -125,20 +125,20 @@ def test_load_preference_dataset_from_local_files(tmp_path):
     Dataset.from_list([{"prompt": "x", "chosen": "y"}]).save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="missing column 'rejected'"):
         load_preference_dataset(str(tmp_path / "bad"))
-    with pytest.raises(FileNotFoundError, match="data.hub"):
+    with pytest.raises(FileNotFoundError, match="pairs.hub"):
         load_preference_dataset("someone/some-dataset")
 
 
 def test_question_answer_prompts_gsm8k_style(tmp_path):
-    from tokrl.pipelines.preference import cut_at_stop, prompt_datasets
+    from tokrl.pipelines.preference import cut_at_stop, recipe_prompts
 
     rows = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},
             {"question": "What is 10 - 1?", "answer": "#### 9"}]
     (tmp_path / "gsm.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    spec = {"path": str(tmp_path / "gsm.jsonl"), "template": "Q: 1+1?\nA: 2\n\nQuestion: {question}\nAnswer: ",
-            "train_template": "Question: {question}\nAnswer: ", "eval_split": "test"}
-    built = prompt_datasets(spec, "r.yaml")
-    assert built["train"]["answer"] == ["7", "9"]
+    spec = {"path": str(tmp_path / "gsm.jsonl"), "few_shot": "Q: 1+1?\nA: 2\n\n",
+            "template": "Question: {question}\nAnswer: ", "chat_template": False}
+    built = recipe_prompts({"data": spec}, "r.yaml")
+    assert list(built["train"]["answer"]) == ["7", "9"]
     assert built["train"][1]["prompt"] == "Q: 1+1?\nA: 2\n\nQuestion: What is 10 - 1?\nAnswer: "
     assert built["train"][1]["train_prompt"] == "Question: What is 10 - 1?\nAnswer: "
     # pairs and SFT sets are stored with the zero-shot train prompt
@@ -151,5 +151,10 @@ def test_question_answer_prompts_gsm8k_style(tmp_path):
     assert pairs[0]["prompt"] == "Question: Tom has 3 apples and buys 4. How many?\nAnswer: "
     assert pairs[0]["chosen"] == "7" and pairs[0]["rejected"] == "8" and "train_prompt" not in pairs.column_names
     assert cut_at_stop("The answer is 7.\n\nQuestion: next", ["\n\nQuestion:"]) == "The answer is 7."
-    with pytest.raises(Exception, match="r.yaml: prompts: the train split has no column 'q'"):
-        prompt_datasets(dict(spec, question_column="q"), "r.yaml")
+    with pytest.raises(Exception, match=r"r.yaml: data \(.*gsm.jsonl\): .*no column 'q'"):
+        recipe_prompts({"data": dict(spec, template=None, question_column="q")}, "r.yaml")
+    with pytest.raises(Exception, match="'prompts' moved to 'data'"):
+        recipe_prompts({"prompts": spec}, "r.yaml")
+    Dataset.from_list([{"prompt": "x", "chosen": "y", "rejected": "z"}]).to_json(str(tmp_path / "p.jsonl"))
+    with pytest.raises(Exception, match="a preference dataset goes under 'pairs'"):
+        recipe_prompts({"data": {"path": str(tmp_path / "p.jsonl")}}, "r.yaml")

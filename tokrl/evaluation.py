@@ -136,12 +136,12 @@ def evaluate_accuracy(model, tokenizer, dataset, *, max_new_tokens: int = 24, ba
                     reward=reward, progress=progress)["accuracy"]
 
 
-def _rows(dataset, repeat: int = 1) -> dict[str, list]:
+def dataset_rows(dataset, repeat: int = 1) -> dict[str, list]:
     """The dataset's columns as lists, each row repeated `repeat` times (one per sampled completion)."""
     return {c: [v for v in dataset[c] for _ in range(repeat)] for c in dataset.column_names}
 
 
-def _as_completions(prompts: list, texts: list[str]) -> list:
+def as_completions(prompts: list, texts: list[str]) -> list:
     """Completions in TRL's form: assistant messages for conversational prompts, strings for text prompts."""
     return [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
 
@@ -175,7 +175,7 @@ def evaluate(
         raise ValueError("evaluation dataset is empty")
     greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                       progress=progress, desc="eval: greedy")
-    per_reward = score_completions(rewards, _rows(dataset), _as_completions(prompts, [g[0] for g in greedy]))
+    per_reward = score_completions(rewards, dataset_rows(dataset), as_completions(prompts, [g[0] for g in greedy]))
     scores = [0.0 if math.isnan(x) else x for x in per_reward[0]]
     totals = [sum(0.0 if math.isnan(v) else v for v in vals) for vals in zip(*per_reward)]
     result = {"accuracy": sum(scores) / len(scores), "mean_reward": sum(totals) / len(totals),
@@ -187,8 +187,8 @@ def evaluate(
                            batch_size=max(1, batch_size // n), num_samples=n, temperature=temperature,
                            do_sample=True, seed=seed, progress=progress, desc=f"eval: {n} samples a prompt")
         flat_prompts = [p for p in prompts for _ in range(n)]
-        first = score_completions(rewards[:1], _rows(dataset, n),
-                                  _as_completions(flat_prompts, [t for s in samples for t in s]))[0]
+        first = score_completions(rewards[:1], dataset_rows(dataset, n),
+                                  as_completions(flat_prompts, [t for s in samples for t in s]))[0]
         correct = [sum(v >= 1.0 for v in first[i * n:(i + 1) * n]) for i in range(len(prompts))]
         for kk in k:
             prompt_scores[f"pass@{kk}"] = [pass_at_k(n, c, kk) for c in correct]

@@ -264,7 +264,7 @@ def build_data(spec: DataSpec) -> DatasetDict:
             train = format_split(train.remove_columns(["prompt"]) if "prompt" in train.column_names else train,
                                  spec, "train", "task")
             evals = format_split(evals.remove_columns(["prompt"]) if "prompt" in evals.column_names else evals,
-                                 spec, "eval", "task")
+                                 spec, "eval", "task") if len(evals) else train.select([])
     else:
         read = dict(name=spec.name, hub=spec.hub, base_dir=spec.base_dir, where=spec.where())
         train = read_table(spec.path, split=spec.split, **read)
@@ -279,7 +279,8 @@ def build_data(spec: DataSpec) -> DatasetDict:
             evals = train.select([])
         source = spec.path
         train = format_split(train, spec, spec.split, source)
-        evals = format_split(evals, spec, spec.eval_split or "eval", spec.eval_path or source)
+        evals = format_split(evals, spec, spec.eval_split or "eval", spec.eval_path or source) if len(evals) else \
+            train.select([])  # an empty map adds no columns: keep the train split's
     if len(train) == 0:
         raise RecipeError(f"{spec.where()}: the train split is empty")
     if spec.num_train is not None:

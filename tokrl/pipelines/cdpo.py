@@ -69,8 +69,8 @@ from tokrl.trainers.token_columns import (
 
 STAGES = ("sample", "select_pairs", "sft_positive", "sft_negative", "contrast_positive", "contrast_negative",
           "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo", "rollout_check")
-RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample",
-               "select", "contrast", "score", "train", "trainer", "baseline", "rollout_check", "eval", "description")
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "pairs", "reward", "output_dir",
+               "sample", "select", "contrast", "score", "train", "trainer", "baseline", "rollout_check", "eval", "description")
 # Spec section 2.2 (positive/negative models) and 3.1 (cDPO policy LoRA).
 CONTRAST_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["gate_proj", "up_proj", "down_proj"],
                  "bias": "none"}

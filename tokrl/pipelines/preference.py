@@ -23,6 +23,7 @@ baseline at the same budget (the generic stage runner and training stage live in
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
-from tokrl.data.dataset import build_task, read_table
+from tokrl.data.dataset import build_data, data_spec, read_table, resolve_path
 from tokrl.evaluation import headline
 from tokrl.pipelines.runner import (
     EvalSettings,
@@ -313,7 +314,7 @@ def load_preference_dataset(path: str, *, split: str = "train", allow_hub: bool 
     """A DPO-format dataset (prompt/chosen/rejected, plain or conversational) from a local path.
 
     `path`: a `save_to_disk` directory (or a tokrl stage directory), a `.parquet` or `.jsonl`/`.json` file.
-    A hub dataset name is used only with `allow_hub=True` (recipes: `data.hub: true`).
+    A hub dataset name is used only with `allow_hub=True` (recipes: `pairs.hub: true`).
     """
     p = Path(path)
     if p.is_dir():
@@ -326,11 +327,11 @@ def load_preference_dataset(path: str, *, split: str = "train", allow_hub: bool 
                     raise ValueError(f"{path}: no split '{split}' (splits: {list(ds.keys())})")
                 ds = ds[split]
     elif p.is_file():
-        ds = read_table(str(p), where="data.path")
+        ds = read_table(str(p), where="pairs.path")
     elif allow_hub:
         ds = load_dataset(str(path), split=split)
     else:
-        raise FileNotFoundError(f"{path}: no such file or directory (hub datasets need data.hub: true)")
+        raise FileNotFoundError(f"{path}: no such file or directory (hub datasets need pairs.hub: true)")
     check_preference_columns(ds, str(path))
     return ds
 
@@ -355,13 +356,14 @@ def response_text(response: Any) -> str:
 
 @dataclass
 class PairsSource:
-    """Where the pairs come from: a task (sample + select) or a DPO-format dataset (`data:`)."""
+    """Where the pairs come from: the prompts of `data:` (sample + select) or a DPO-format dataset (`pairs:`)."""
 
     pairs: Dataset
     fingerprint: str
     eval_data: Dataset | None
     stats: dict
     samples_dir: Path | None = None
+    rewards: list | None = None  # the recipe's reward functions (eval scores with them too)
 
 
 def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model_id: str,
@@ -371,35 +373,27 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
     Returns the pairs and, per extra kind ("positive", "negative"), (dataset, fingerprint).
     """
     extra: dict[str, tuple[Dataset, str]] = {}
-    eval_data = None
-    task = None
-    if recipe.get("task") is not None and recipe.get("prompts") is not None:
-        raise RecipeError(f"{file}: set either 'task' (an embedded task) or 'prompts' (a question/answer dataset)")
-    if recipe.get("task") is not None:
-        task = build_task(recipe["task"], file)
-        built = task.build()
-        eval_data = built["eval"]
-    elif recipe.get("prompts") is not None:
-        built = prompt_datasets(recipe["prompts"], file)
-        task = "prompts"
-        eval_data = built.get("eval")
-    data = recipe.get("data")
-    if data is not None:
-        data = check_keys(data, ("path", "split", "hub", "num_pairs"), "data", file, required=("path",))
-        pairs = load_preference_dataset(str(data["path"]), split=data.get("split", "train"),
-                                        allow_hub=bool(data.get("hub", False)))
-        if data.get("num_pairs"):
-            pairs = pairs.select(range(min(int(data["num_pairs"]), len(pairs))))
+    built = recipe_prompts(recipe, file)
+    eval_data = built["eval"] if built is not None and len(built["eval"]) else None
+    rewards = recipe_rewards(recipe, file, built) if built is not None else None
+    pairs_spec = recipe.get("pairs")
+    if pairs_spec is not None:
+        pairs_spec = check_keys(pairs_spec, PAIRS_KEYS, "pairs", file, required=("path",))
+        pairs = load_preference_dataset(str(pairs_spec["path"]), split=pairs_spec.get("split", "train"),
+                                        allow_hub=bool(pairs_spec.get("hub", False)))
+        if pairs_spec.get("num_pairs"):
+            pairs = pairs.select(range(min(int(pairs_spec["num_pairs"]), len(pairs))))
         fp = dataset_fingerprint(pairs)
         for kind, side in (("positive", "chosen"), ("negative", "rejected")):
             if kind in kinds:
                 sft = pairs.map(lambda r, s=side: {"completion": r[s]},
                                 remove_columns=[c for c in pairs.column_names if c != "prompt"])
                 extra[kind] = (sft, config_hash([fp, kind]))
-        return PairsSource(pairs, fp, eval_data, {"pairs": len(pairs), "source": str(data["path"])}), extra
-    if task is None:
-        raise RecipeError(f"{file}: set 'task' or 'prompts' (pairs are sampled from them) or 'data' (a DPO-format "
-                          "dataset)")
+        return PairsSource(pairs, fp, eval_data, {"pairs": len(pairs), "source": str(pairs_spec["path"])},
+                           rewards=rewards), extra
+    if built is None:
+        raise RecipeError(f"{file}: set 'data' (or its shorthand 'task': pairs are sampled from its prompts) or "
+                          "'pairs' (a DPO-format dataset)")
     sample_spec = dict(recipe.get("sample") or {})
     num_prompts = sample_spec.pop("num_prompts", None)
     shard_size = int(sample_spec.pop("shard_size", 64))
@@ -409,12 +403,7 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
     if num_prompts:
         prompts = prompts.select(range(min(int(num_prompts), len(prompts))))
     reward_name = recipe.get("reward") or "accuracy"
-    try:
-        reward_fns = resolve_rewards([reward_name] if isinstance(reward_name, str) else reward_name)
-    except ValueError as exc:
-        raise RecipeError(f"{file}: reward: {exc}") from None
-    if not reward_fns:
-        raise RecipeError(f"{file}: reward: name at least one reward (e.g. [accuracy])")
+    reward_fns = rewards
 
     def reward_fn(**kwargs):  # several rewards add up, as in TRL's default multi-reward aggregation
         per = [fn(**kwargs) for fn in reward_fns]
@@ -440,7 +429,7 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
     pairs = out["pairs"] if "pairs" in out else load_stage(runner.dir("select_pairs"))
     stats["pairs"] = len(pairs)
     return PairsSource(pairs, stage_fingerprint(runner.dir("select_pairs")), eval_data, stats,
-                       runner.dir("sample")), extra
+                       runner.dir("sample"), rewards), extra
 
 
 def eval_split(source: PairsSource, settings: EvalSettings) -> Dataset | None:
@@ -452,79 +441,68 @@ def eval_split(source: PairsSource, settings: EvalSettings) -> Dataset | None:
     return data
 
 
-PROMPT_KEYS = ("path", "hub", "name", "split", "eval_split", "question_column", "answer_column", "template",
-               "train_template", "num_eval")
+PAIRS_KEYS = ("path", "split", "hub", "num_pairs")
 
 
-def prompt_datasets(spec: dict, file) -> dict[str, Dataset]:
-    """Train (and eval) prompts from a question/answer dataset (e.g. GSM8K), formatted with `template`.
+def recipe_prompts(recipe: dict, file, load: bool = True) -> DatasetDict | None:
+    """The prompts pairs are sampled from: the recipe's `data:` section (or `task:`), read by tokrl.data.dataset.
 
-    `template` (placeholder `{question}`) is the sampling prompt, which may hold few-shot exemplars;
-    `train_template` (default: `template`) is the prompt the SFT sets and pairs are stored with (the cDPO release
-    samples few-shot but trains and scores zero-shot). The gold answer is the last number of `answer_column`
-    (GSM8K's "#### 72" gives "72"). A hub name is used only with `hub: true`.
+    With `few_shot`, rows also get `train_prompt`, the prompt without the exemplars: pairs, SFT sets and scoring
+    use it (the cDPO release samples few-shot but trains and scores zero-shot). `load=False` checks the section
+    and reads only local data (a hub dataset is not fetched to validate a recipe). None when neither is set.
     """
-    spec = check_keys(spec, PROMPT_KEYS, "prompts", file, required=("path",))
-    template = spec.get("template", "Question: {question}\nAnswer: ")
-    train_template = spec.get("train_template", template)
-    qcol, acol = spec.get("question_column", "question"), spec.get("answer_column", "answer")
+    if recipe.get("prompts") is not None:
+        raise RecipeError(f"{file}: 'prompts' moved to 'data' (path, hub, name, split, eval_split, question_column, "
+                          "answer_column, template, few_shot, chat_template)")
+    section = recipe.get("data")
+    if isinstance(section, dict) and "num_pairs" in section:
+        raise RecipeError(f"{file}: a DPO-format dataset goes under 'pairs' (path, split, hub, num_pairs); 'data' "
+                          "holds the prompts pairs are sampled from")
+    if section is None and recipe.get("task") is None:
+        return None
+    spec = data_spec(recipe, file)
+    if not load and spec.task is None and resolve_path(spec.path, spec.base_dir) is None and spec.hub:
+        return None
+    built = build_data(spec)
+    if {"chosen", "rejected"} <= set(built["train"].column_names):
+        raise RecipeError(f"{file}: data: {spec.path} has chosen/rejected columns: a preference dataset goes under "
+                          "'pairs' (path, split, hub, num_pairs)")
+    if spec.few_shot:
+        zero_shot = build_data(dataclasses.replace(spec, few_shot=None))
+        built = DatasetDict({k: built[k].add_column("train_prompt", list(zero_shot[k]["prompt"])) for k in built})
+    return built
 
-    def load(split):
-        path = Path(str(spec["path"]))
-        if path.is_dir():
-            ds = load_from_disk(str(path))
-            return ds[split] if hasattr(ds, "keys") else ds
-        if path.is_file():
-            return read_table(str(path), where=f"{file}: prompts.path")
-        if spec.get("hub"):
-            return load_dataset(str(spec["path"]), spec.get("name"), split=split)
-        raise RecipeError(f"{file}: prompts.path '{path}' not found (hub datasets need prompts.hub: true)")
 
-    def fmt(ds, split):
-        for col in (qcol, acol):
-            if col not in ds.column_names:
-                raise RecipeError(f"{file}: prompts: the {split} split has no column '{col}' (columns: "
-                                  f"{ds.column_names})")
-        return ds.map(lambda r: {"prompt": template.format(question=r[qcol]),
-                                 "train_prompt": train_template.format(question=r[qcol]),
-                                 "question": r[qcol], "answer": extract_answer(str(r[acol])) or str(r[acol])},
-                      remove_columns=ds.column_names)
-
-    out = {"train": fmt(load(spec.get("split", "train")), "train")}
-    if spec.get("eval_split"):
-        ev = fmt(load(spec["eval_split"]), "eval")
-        if spec.get("num_eval"):
-            ev = ev.select(range(min(int(spec["num_eval"]), len(ev))))
-        out["eval"] = ev  # evaluated with the sampling prompt (the release evaluates few-shot, greedy)
-    return out
+def recipe_rewards(recipe: dict, file, built: DatasetDict | None) -> list[Callable]:
+    """The recipe's `reward` (default accuracy) as functions, checked against the prompts' columns."""
+    spec = recipe.get("reward") or "accuracy"
+    try:
+        fns = resolve_rewards(spec, columns=built["train"].column_names if built is not None else None)
+    except ValueError as exc:
+        raise RecipeError(f"{file}: reward: {exc}") from None
+    if not fns:
+        raise RecipeError(f"{file}: reward: name at least one reward (e.g. [accuracy])")
+    return fns
 
 
 def check_pair_sections(recipe: dict, file) -> None:
-    """Validate the sections `task_pairs` reads (task, prompts, data, sample, select, reward) without running."""
-    if recipe.get("task") is not None:
-        build_task(recipe["task"], file)
-    if recipe.get("prompts") is not None:
-        spec = check_keys(recipe["prompts"], PROMPT_KEYS, "prompts", file, required=("path",))
-        if not spec.get("hub"):  # a local table is read now: a missing or empty file, a missing column
-            prompt_datasets(spec, file)
-    if recipe.get("data") is not None:
-        data = check_keys(recipe["data"], ("path", "split", "hub", "num_pairs"), "data", file, required=("path",))
-        if not data.get("hub"):
+    """Validate the sections `task_pairs` reads (data/task, pairs, sample, select, reward) without running; local
+    data is read now (a missing or empty file, a missing column), a hub dataset is not fetched."""
+    built = recipe_prompts(recipe, file, load=False)
+    if recipe.get("pairs") is not None:
+        pairs = check_keys(recipe["pairs"], PAIRS_KEYS, "pairs", file, required=("path",))
+        if not pairs.get("hub"):
             try:
-                load_preference_dataset(str(data["path"]), split=data.get("split", "train"))
+                load_preference_dataset(str(pairs["path"]), split=pairs.get("split", "train"))
             except (ValueError, FileNotFoundError) as exc:
                 raise RecipeError(f"{file}: {exc}") from None
-    if recipe.get("task") is None and recipe.get("prompts") is None and recipe.get("data") is None:
-        raise RecipeError(f"{file}: set 'task' or 'prompts' (pairs are sampled from them) or 'data' (a DPO-format "
-                          "dataset)")
+    elif recipe.get("data") is None and recipe.get("task") is None:
+        raise RecipeError(f"{file}: set 'data' (or its shorthand 'task': pairs are sampled from its prompts) or "
+                          "'pairs' (a DPO-format dataset)")
     sample_spec = {k: v for k, v in (recipe.get("sample") or {}).items() if k not in ("num_prompts", "shard_size")}
     settings_from(SampleSettings, sample_spec, "sample", file)
     settings_from(SelectRules, recipe.get("select"), "select", file)
-    name = recipe.get("reward") or "accuracy"
-    try:
-        resolve_rewards([name] if isinstance(name, str) else name)
-    except ValueError as exc:
-        raise RecipeError(f"{file}: reward: {exc}") from None
+    recipe_rewards(recipe, file, built)
 
 
 def train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_base, model_id, config, lora_spec,
@@ -539,7 +517,8 @@ def train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_b
     if eval_data is not None and eval_settings.before:
         out["eval_before"] = runner.step("eval_before", lambda ow: eval_stage(
             runner.dir("eval_before"), "eval_before", load_base, eval_data, eval_settings,
-            input_fingerprint=config_hash([model_id]), overwrite=ow), load=stage_metadata, required=False)
+            input_fingerprint=config_hash([model_id]), overwrite=ow, rewards=source.rewards), load=stage_metadata,
+            required=False)
         print(f"[tokrl] accuracy before: {headline(out['eval_before'])}", flush=True)
     lora = lora_config(lora_spec, "train.lora", file)
     record = {"trainer": trainer_section, "lora": lora_spec, "method": trainer_cls.__name__}
@@ -550,8 +529,8 @@ def train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_b
     if eval_data is not None and eval_settings.after:
         out["eval_after"] = runner.step("eval_after", lambda ow: eval_stage(
             runner.dir("eval_after"), "eval_after", lambda: load_trained(runner.need(trained, "train"), load_base),
-            eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow),
-            load=stage_metadata, required=False)
+            eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow,
+            rewards=source.rewards), load=stage_metadata, required=False)
         print(f"[tokrl] accuracy after: {headline(out['eval_after'])}", flush=True)
     if baseline.get("dpo"):
         dpo_fields = set(WeightedDPOConfig.__dataclass_fields__)
@@ -569,6 +548,6 @@ def train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_b
                 runner.dir("eval_dpo"), "eval_dpo", lambda: load_trained(runner.need(dpo_path, "train_dpo"),
                                                                          load_base),
                 eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train_dpo")),
-                overwrite=ow), load=stage_metadata, required=False)
+                overwrite=ow, rewards=source.rewards), load=stage_metadata, required=False)
             print(f"[tokrl] accuracy after plain DPO: {headline(out['eval_dpo'])}", flush=True)
     return out

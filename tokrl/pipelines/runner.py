@@ -8,6 +8,8 @@ train or evaluate a model as a resumable stage.
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import shutil
 import time
@@ -207,18 +209,19 @@ class EvalSettings:
 
 
 def eval_stage(stage_dir: Path, name: str, get_model: Callable, eval_data: Dataset, settings: EvalSettings, *,
-               input_fingerprint: str, overwrite: bool) -> dict:
-    """Greedy accuracy (tokrl.evaluation.evaluate) as a stage: its result, with the per-prompt scores that paired
-    comparisons need, lives in the manifest."""
+               input_fingerprint: str, overwrite: bool, rewards=None) -> dict:
+    """Greedy accuracy and mean reward (tokrl.evaluation.evaluate, with the recipe's rewards) as a stage: its
+    result, with the per-prompt scores that paired comparisons need, lives in the manifest."""
 
     def build(tmp: Path):
         model, tokenizer = get_model()
         result = evaluate(model, tokenizer, eval_data, max_new_tokens=settings.max_new_tokens,
-                          batch_size=settings.batch_size, per_prompt=True)
-        accuracy = result["accuracy"]
-        (tmp / "accuracy.json").write_text(f'{{"accuracy": {accuracy}, "num_prompts": {len(eval_data)}}}\n')
-        return {"accuracy": accuracy, "num_prompts": len(eval_data), "per_prompt": result["per_prompt"]}
+                          batch_size=settings.batch_size, per_prompt=True,
+                          **({"reward": rewards} if rewards else {}))
+        (tmp / "accuracy.json").write_text(json.dumps({k: v for k, v in result.items() if k != "per_prompt"}) + "\n")
+        return {**result, "num_prompts": len(eval_data)}
 
-    config = {"settings": asdict(settings), "eval_rows": len(eval_data)}
+    config = {"settings": asdict(settings), "eval_rows": len(eval_data),
+              "rewards": [getattr(f, "__name__", str(f)) for f in rewards or []]}
     run_artifact_stage(name, stage_dir, build, config, input_fingerprint=input_fingerprint, overwrite=overwrite)
     return stage_metadata(stage_dir)

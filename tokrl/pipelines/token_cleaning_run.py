@@ -2,9 +2,14 @@
 
 Recipe sections (strict: unknown keys are errors naming the key and the file):
     output_dir, model, seed
-    data:      source (corrupted_arithmetic | hub | disk), corrupted_arithmetic (CorruptedArithmeticSFT fields),
-               path, name, split, trusted_path, trusted_split, trusted_rows, max_rows, max_length, truncation_mode,
-               chat_template (a Jinja string set on the tokenizer for every stage, e.g. for a base model)
+    data:      the SFT pool. Either the `data:` keys every method reads (tokrl.data.dataset: task or path,
+               split / eval_split / eval_fraction, question_column, answer_column, template, system_prompt, ...):
+               the train rows' prompt and their `completion` (else `solution`, the full answer text) are the pool,
+               the eval rows are scored with the recipe's `reward`; or `source` (corrupted_arithmetic | file |
+               hub | disk) with corrupted_arithmetic (CorruptedArithmeticSFT fields), path, name, split.
+               Both take trusted_path, trusted_split, trusted_rows, max_rows, max_length, truncation_mode, and
+               chat_template as a Jinja string set on the tokenizer for every stage (e.g. for a base model)
+    reward:    reward functions for the eval (default [accuracy]), as in every recipe
     cleaning:  variants (all_tokens, fixed, per_sample, random, self_evolving), keep_ratio, num_chunks,
                score_batch_size, reference_model
     lora:      peft LoraConfig fields, or null for full fine-tuning
@@ -21,11 +26,12 @@ import logging
 from pathlib import Path
 
 import torch
-from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
+from datasets import Dataset, concatenate_datasets
 from peft import LoraConfig
 
 from tokrl.data.corrupted_sft import CorruptedArithmeticSFT, removal_quality
-from tokrl.evaluation import generate
+from tokrl.data.dataset import build_data, data_spec, read_table
+from tokrl.evaluation import as_completions, dataset_rows, generate
 from tokrl.models import check_model_source, load_model, resolve_model_path
 from tokrl.pipelines.runner import Runner
 from tokrl.pipelines.stage import config_hash, load_stage, run_artifact_stage, stage_fingerprint, stage_metadata
@@ -40,22 +46,23 @@ from tokrl.pipelines.token_cleaning import (
     tokenize_stage,
 )
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
-from tokrl.rewards import accuracy_reward, format_reward
+from tokrl.rewards import accuracy_reward, format_reward, resolve_rewards, score_completions
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 
 logger = logging.getLogger(__name__)
 
-TOP_KEYS = ("method", "output_dir", "model", "seed", "data", "cleaning", "lora", "reference_trainer", "trainer",
+TOP_KEYS = ("method", "output_dir", "model", "seed", "data", "reward", "cleaning", "lora", "reference_trainer",
+            "trainer",
             "eval")
-DATA_KEYS = ("source", "corrupted_arithmetic", "path", "name", "split", "trusted_path", "trusted_split",
-             "trusted_rows", "max_rows", "max_length", "truncation_mode", "chat_template")
+SFT_KEYS = ("trusted_path", "trusted_split", "trusted_rows", "max_rows", "max_length", "truncation_mode")
+DATA_KEYS = ("source", "corrupted_arithmetic", "path", "name", "split", *SFT_KEYS, "chat_template")
 CLEANING_KEYS = ("variants", "keep_ratio", "num_chunks", "score_batch_size", "reference_model")
 EVAL_KEYS = ("max_new_tokens", "batch_size", "max_examples")
 VARIANTS = ("all_tokens", "fixed", "per_sample", "random", "self_evolving")
 # Stage directories under output_dir, in the order they run (fixed/ and self_evolving/ hold nested stages).
 STAGES = ("tokenize", "model_all_tokens", "trusted_tokenize", "model_reference", "fixed", "model_fixed",
           "model_per_sample", "model_random", "self_evolving", "eval")
-SOURCES = ("corrupted_arithmetic", "hub", "disk")
+SOURCES = ("corrupted_arithmetic", "file", "hub", "disk")
 
 
 def check_recipe(recipe: dict, file) -> dict:
@@ -67,10 +74,14 @@ def check_recipe(recipe: dict, file) -> dict:
         raise RecipeError(f"{file}: {exc}") from None
     if recipe.get("method", "token_cleaning") != "token_cleaning":
         raise RecipeError(f"{file}: method must be 'token_cleaning' for `tokrl clean`, got {recipe['method']!r}")
-    data = check_keys(recipe.get("data"), DATA_KEYS, "data", file, required=("source",))
-    if data["source"] not in SOURCES:
+    data = recipe.get("data")
+    if isinstance(data, dict) and "source" not in data:
+        pool_data(recipe, file)  # the shared data section: read now (local files), so bad columns fail first
+        data = {"source": "data"}
+    data = check_keys(data, DATA_KEYS, "data", file, required=("source",))
+    if data["source"] not in SOURCES + ("data",):
         raise RecipeError(f"{file}: data.source must be one of {SOURCES}, got {data['source']!r}")
-    if data["source"] != "corrupted_arithmetic" and not data.get("path"):
+    if data["source"] not in ("corrupted_arithmetic", "data") and not data.get("path"):
         raise RecipeError(f"{file}: data.path is required for data.source={data['source']!r}")
     cleaning = check_keys(recipe.get("cleaning"), CLEANING_KEYS, "cleaning", file)
     variants = cleaning.get("variants", ["all_tokens", "fixed", "self_evolving"])
@@ -93,6 +104,7 @@ def check_recipe(recipe: dict, file) -> dict:
             CorruptedArithmeticSFT(**(data.get("corrupted_arithmetic") or {}))
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{file}: data.corrupted_arithmetic: {exc}") from None
+        eval_rewards(recipe, file, ["prompt", "question", "answer"])
     if recipe.get("lora"):
         try:
             LoraConfig(task_type="CAUSAL_LM", **recipe["lora"])
@@ -105,7 +117,9 @@ def load_data(recipe: dict, file) -> dict[str, Dataset | None]:
     """{"pool", "trusted", "eval"} datasets (trusted/eval may be None)."""
     data = recipe["data"]
     seed = recipe.get("seed", 0)
-    if data["source"] == "corrupted_arithmetic":
+    if "source" not in data:
+        out = pool_data(recipe, file)
+    elif data["source"] == "corrupted_arithmetic":
         spec = dict(data.get("corrupted_arithmetic") or {})
         spec.setdefault("seed", seed)
         try:
@@ -114,10 +128,11 @@ def load_data(recipe: dict, file) -> dict[str, Dataset | None]:
             raise RecipeError(f"{file}: data.corrupted_arithmetic: {exc}") from None
         out = {"pool": splits["pool"], "trusted": splits["trusted"], "eval": splits["eval"]}
     else:
-        out = {"pool": _load(data["source"], data["path"], data.get("name"), data.get("split", "train")),
+        out = {"pool": _load(data["source"], data["path"], data.get("name"), data.get("split", "train"), file),
                "trusted": None, "eval": None}
-        if data.get("trusted_path"):
-            out["trusted"] = _load(data["source"], data["trusted_path"], None, data.get("trusted_split", "train"))
+    if data.get("trusted_path"):
+        out["trusted"] = _load(data.get("source", "file"), data["trusted_path"], None,
+                               data.get("trusted_split", "train"), file)
     if data.get("trusted_rows"):  # the first N pool rows double as the trusted warm-up set
         out["trusted"] = out["pool"].select(range(min(int(data["trusted_rows"]), len(out["pool"]))))
     if data.get("max_rows"):
@@ -125,15 +140,43 @@ def load_data(recipe: dict, file) -> dict[str, Dataset | None]:
     return out
 
 
-def _load(source: str, path: str, name, split: str) -> Dataset:
-    if source == "disk":
-        ds = load_from_disk(path)
-        return ds[split] if hasattr(ds, "keys") else ds
-    return load_dataset(path, name, split=split)
+def _load(source: str, path: str, name, split: str, file) -> Dataset:
+    return read_table(path, split=split, name=name, hub=source == "hub", base_dir=str(Path(file).parent),
+                      where=f"{file}: data")
 
 
-def evaluate_model(path: str, eval_data: Dataset, cfg: dict) -> dict:
-    """Greedy accuracy (final number == answer) and format rate (reply is just a number), from one generation."""
+def pool_data(recipe: dict, file) -> dict[str, Dataset | None]:
+    """The SFT pool from the shared `data:` keys: prompt + completion (else the full answer text, `solution`)."""
+    section = {k: v for k, v in recipe["data"].items()
+               if k not in SFT_KEYS and not (k == "chat_template" and isinstance(v, str))}
+    built = build_data(data_spec({"data": section}, file))
+    columns = built["train"].column_names
+    source = next((c for c in ("completion", "solution") if c in columns), None)
+    if source is None:
+        raise RecipeError(f"{file}: data: the pool rows need a 'completion' column, or a full 'answer' / 'solution' "
+                          f"text to train on (columns: {columns})")
+
+    def to_sft(row):
+        text = row[source]
+        return {"completion": [{"role": "assistant", "content": text}] if isinstance(row["prompt"], list) else text}
+
+    pool = built["train"].map(to_sft)
+    eval_rows = built["eval"] if len(built["eval"]) else None
+    if eval_rows is not None:
+        eval_rewards(recipe, file, eval_rows.column_names)
+    return {"pool": pool, "trusted": None, "eval": eval_rows}
+
+
+def eval_rewards(recipe: dict, file, columns) -> list:
+    try:
+        return resolve_rewards(recipe.get("reward") or ["accuracy"], columns=columns)
+    except ValueError as exc:
+        raise RecipeError(f"{file}: {exc}") from None
+
+
+def evaluate_model(path: str, eval_data: Dataset, cfg: dict, rewards=None) -> dict:
+    """Greedy accuracy (the first reward: by default final number == answer) and format rate (reply is just a
+    number), from one generation; rewards are called as in training (tokrl.rewards.score_completions)."""
     model, tokenizer = load_model(path)
     if torch.cuda.is_available():
         model.to("cuda")
@@ -142,7 +185,8 @@ def evaluate_model(path: str, eval_data: Dataset, cfg: dict) -> dict:
     outputs = generate(model, tokenizer, list(eval_data["prompt"]), max_new_tokens=cfg.get("max_new_tokens", 8),
                        batch_size=cfg.get("batch_size", 32))
     texts = [o[0] for o in outputs]
-    accuracy = accuracy_reward(texts, answer=list(eval_data["answer"]))
+    accuracy = score_completions(rewards or [accuracy_reward], dataset_rows(eval_data),
+                                 as_completions(list(eval_data["prompt"]), texts))[0]
     formatted = format_reward(texts)
     return {"accuracy": sum(accuracy) / len(texts), "format_rate": sum(formatted) / len(texts),
             "num_prompts": len(texts), "examples": texts[:5], "per_prompt": {"accuracy": list(accuracy)}}
@@ -172,7 +216,7 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
 
     splits = load_data(recipe, file)
     _, tokenizer = load_model(base)
-    chat_template = data_cfg.get("chat_template")
+    chat_template = data_cfg.get("chat_template") if isinstance(data_cfg.get("chat_template"), str) else None
     if chat_template:
         tokenizer.chat_template = chat_template
 
@@ -261,11 +305,12 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
 
     eval_cfg = recipe.get("eval")
     if eval_cfg is not None and splits["eval"] is not None:
+        rewards = eval_rewards(recipe, file, splits["eval"].column_names)
         models._model = None
         targets = {"base": base, **finals}
         for name, path in targets.items():
             result_path = runner.step(f"eval/{name}", lambda ow, n=name, p=path: run_artifact_stage(
-                "eval", runner.dir(f"eval/{n}"), lambda tmp: _eval_to(tmp, p, splits["eval"], eval_cfg),
+                "eval", runner.dir(f"eval/{n}"), lambda tmp: _eval_to(tmp, p, splits["eval"], eval_cfg, rewards),
                 {"model": p, "eval": eval_cfg}, overwrite=ow))
             result = json.loads((result_path / "eval.json").read_text())
             report["variants"].setdefault(name, {})["eval"] = result
@@ -273,8 +318,8 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
     return report
 
 
-def _eval_to(tmp: Path, path: str, eval_data: Dataset, cfg: dict) -> dict:
-    result = evaluate_model(path, eval_data, cfg)
+def _eval_to(tmp: Path, path: str, eval_data: Dataset, cfg: dict, rewards=None) -> dict:
+    result = evaluate_model(path, eval_data, cfg, rewards)
     (tmp / "eval.json").write_text(json.dumps(result, indent=1))
     return result
 

@@ -252,8 +252,8 @@ def reward_stats(scored: Dataset) -> dict[str, float]:
 # ---- the whole pipeline -----------------------------------------------------------------------------------------
 
 STAGES = ("sample", "select_pairs", "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo")
-RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "reward", "output_dir", "sample",
-               "select", "score", "train", "trainer", "baseline", "eval", "description")
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "pairs", "reward", "output_dir",
+               "sample", "select", "score", "train", "trainer", "baseline", "eval", "description")
 
 
 def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
