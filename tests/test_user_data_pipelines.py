@@ -102,3 +102,6 @@ def test_clean_on_a_local_jsonl(tmp_path, monkeypatch):
     for name in ("base", "all_tokens", "fixed"):
         ev = report["variants"][name]["eval"]
         assert ev["num_prompts"] == 4 and floor <= ev["accuracy"] <= 1.0
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--recipe", str(path), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(report["variants"]["base"]["eval"]["accuracy"])

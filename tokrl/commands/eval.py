@@ -12,6 +12,7 @@ import json
 from tokrl.data.dataset import recipe_data
 from tokrl.evaluation import check_eval_settings, evaluate
 from tokrl.models import load_model
+from tokrl.pipelines.token_cleaning_run import check_recipe, load_data
 from tokrl.recipe import RecipeError, load_recipe
 from tokrl.rewards import resolve_rewards
 
@@ -40,12 +41,21 @@ def eval_settings(recipe: dict, args) -> dict:
     """CLI flags over the recipe's `eval:` section over the defaults."""
     section = recipe.get("eval") if isinstance(recipe.get("eval"), dict) else {}
     settings = {**DEFAULTS, **{k: section[k] for k in SETTINGS if section.get(k) is not None}}
+    if section.get("max_examples") is not None:  # token cleaning's name for it
+        settings["num_prompts"] = section["max_examples"]
     if section.get("max_new_tokens") is None and (recipe.get("trainer") or {}).get("max_completion_length"):
         settings["max_new_tokens"] = recipe["trainer"]["max_completion_length"]
     for key in SETTINGS:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     return settings
+
+
+def eval_rows(recipe: dict, file):
+    """The recipe's eval split: token-cleaning recipes read theirs through the pipeline (its data: adds SFT keys)."""
+    if recipe.get("method") == "token_cleaning":
+        return load_data(check_recipe(recipe, file), file)["eval"]
+    return recipe_data(recipe, file)["eval"]
 
 
 def run(args) -> int:
@@ -57,8 +67,10 @@ def run(args) -> int:
         return f"--{key.replace('_', '-')}" if getattr(args, key) is not None else f"{file}: eval.{key}"
 
     check_eval_settings(settings, name)
-    data = recipe_data(recipe, file)["eval"]
-    if len(data) == 0:
+    if args.recipe and recipe.get("data") is None and recipe.get("task") is None:
+        raise RecipeError(f"{file}: no 'data' (or 'task') section: nothing to evaluate on")
+    data = eval_rows(recipe, file)
+    if data is None or len(data) == 0:
         raise RecipeError(f"{file}: the data has no eval rows (set data.eval_split, data.eval_path or "
                           "data.eval_fraction)")
     try:
