@@ -65,6 +65,15 @@ def test_eval_fraction_is_seeded_and_disjoint(tmp_path):
     assert list(c["eval"]["q"]) != held_out
 
 
+def test_filter_and_a_separate_eval_file(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl")
+    DatasetDict(test=Dataset.from_list(ROWS[:3])).save_to_disk(str(tmp_path / "ev"))
+    data = build_data(spec(tmp_path, path=str(path), question_column="q", answer_column="gold",
+                           filter={"level": [0, 2]}, eval_path=str(tmp_path / "ev"), eval_split="test"))
+    assert sorted(set(data["train"]["level"])) == [0, 2] and len(data["train"]) == sum(r["level"] != 1 for r in ROWS)
+    assert list(data["eval"]["q"]) == [r["q"] for r in ROWS[:3] if r["level"] != 1]
+
+
 def test_template_system_prompt_few_shot_and_plain_text(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl")
     common = dict(path=str(path), answer_column="gold", template="Q (level {level}): {q}\nA:",
@@ -97,6 +106,8 @@ def test_task_shorthand_equals_the_data_section():
     ({"path": "d.txt"}, r"unsupported file type '.txt'"),
     ({"path": "d.jsonl", "eval_fraction": 1.5}, r"eval_fraction' must be in \(0, 1\)"),
     ({"path": "d.jsonl", "eval_fraction": 0.2, "eval_split": "test"}, r"set one of eval_split, eval_fraction"),
+    ({"path": "d.jsonl", "question_column": "q", "filter": {"lvl": [1]}}, r"filter names column 'lvl'.*columns: \["),
+    ({"path": "d.jsonl", "filter": {"level": 1}}, r"maps a column to the list of values"),
     ({"path": "d.jsonl", "colums": 1}, r"unknown key 'data.colums'"),
     ({"task": "wordproblem"}, r"unknown task 'wordproblem' \(did you mean 'wordproblems'\?\)"),
 ])

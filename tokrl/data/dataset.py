@@ -5,7 +5,9 @@
       path: my_problems.jsonl          # a local .jsonl/.json/.parquet/.csv file or a `save_to_disk` directory,
       hub: false                       #   or a hub dataset name with hub: true (never fetched otherwise)
       name: main                       # the hub dataset's config name
-      split: train                     # eval rows: eval_split, eval_path, or eval_fraction (seeded by `seed`)
+      split: train                     # eval rows: eval_split (of path, or of eval_path), eval_path, or
+                                       #   eval_fraction (a seeded split of the train rows)
+      filter: {level: [Level 4, Level 5]}   # keep rows whose column holds one of the values
       question_column: question        # default: the first of prompt / question / problem present
       answer_column: answer            # default: answer, else solution ("... #### 72" and \\boxed{72} give "72")
       template: "{question}"           # any {column} of the dataset
@@ -50,6 +52,7 @@ class DataSpec:
     eval_split: str | None = None
     eval_path: str | None = None
     eval_fraction: float | None = None
+    filter: dict | None = None
     num_train: int | None = None
     num_eval: int | None = None
     seed: int = 0
@@ -87,7 +90,7 @@ def data_spec(recipe: dict, file) -> DataSpec:
     hints = {f.name: f.type for f in dataclasses.fields(DataSpec)}
     for key, value in section.items():
         kind = hints[key]
-        if value is None or key == "task":
+        if value is None or key in ("task", "filter"):
             continue
         ok = {"bool": isinstance(value, bool), "int | None": isinstance(value, int) and not isinstance(value, bool),
               "float | None": isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -98,8 +101,11 @@ def data_spec(recipe: dict, file) -> DataSpec:
     if fraction is not None and not 0 < fraction < 1:
         raise RecipeError(f"{file}: 'data.eval_fraction' must be in (0, 1), got {fraction!r}")
     sources = [k for k in ("eval_split", "eval_path", "eval_fraction") if section.get(k) is not None]
-    if len(sources) > 1:
+    if "eval_fraction" in sources and len(sources) > 1:
         raise RecipeError(f"{file}: data: set one of {', '.join(sources)} (where the eval rows come from)")
+    rule = section.get("filter")
+    if rule is not None and not (isinstance(rule, dict) and all(isinstance(v, list) for v in rule.values())):
+        raise RecipeError(f"{file}: 'data.filter' maps a column to the list of values to keep, got {rule!r}")
     return DataSpec(**section, file=str(file), base_dir=str(Path(file).parent) if file else None,
                     formatting_set=any(k in section for k in FORMAT_KEYS))
 
@@ -267,11 +273,12 @@ def build_data(spec: DataSpec) -> DatasetDict:
                                  spec, "eval", "task") if len(evals) else train.select([])
     else:
         read = dict(name=spec.name, hub=spec.hub, base_dir=spec.base_dir, where=spec.where())
-        train = read_table(spec.path, split=spec.split, **read)
-        if spec.eval_split is not None:
-            evals = read_table(spec.path, split=spec.eval_split, **read)
-        elif spec.eval_path is not None:
-            evals = read_table(spec.eval_path, split=spec.split, **read)
+        train = keep_rows(read_table(spec.path, split=spec.split, **read), spec, spec.path)
+        if spec.eval_path is not None:
+            evals = keep_rows(read_table(spec.eval_path, split=spec.eval_split or spec.split, **read), spec,
+                              spec.eval_path)
+        elif spec.eval_split is not None:
+            evals = keep_rows(read_table(spec.path, split=spec.eval_split, **read), spec, spec.path)
         elif spec.eval_fraction is not None:
             parts = train.train_test_split(test_size=spec.eval_fraction, seed=spec.seed)
             train, evals = parts["train"], parts["test"]
@@ -288,6 +295,24 @@ def build_data(spec: DataSpec) -> DatasetDict:
     if spec.num_eval is not None:
         evals = evals.select(range(min(spec.num_eval, len(evals))))
     return DatasetDict(train=train, eval=evals)
+
+
+def keep_rows(ds: Dataset, spec: DataSpec, source: str) -> Dataset:
+    """The rows `data.filter` keeps (each named column holds one of its listed values)."""
+    for column, values in (spec.filter or {}).items():
+        if column not in ds.column_names:
+            raise RecipeError(f"{spec.file}: data ({source}): data.filter names column '{column}', which the rows "
+                              f"lack (columns: {ds.column_names})")
+        allowed = set(values)
+        ds = ds.filter(lambda v: v in allowed, input_columns=[column])
+    return ds
+
+
+def is_local(spec: DataSpec) -> bool:
+    """Whether building the data reads only this machine (an embedded task or local files): checks that read the
+    data (validate, the reward signature check) run then; a hub dataset is fetched only when a run needs it."""
+    paths = [spec.path, spec.eval_path]
+    return spec.task is not None or not spec.hub or all(resolve_path(p, spec.base_dir) for p in paths if p)
 
 
 def recipe_data(recipe: dict, file) -> DatasetDict:
