@@ -46,3 +46,29 @@ def test_reward_names_resolve_and_typos_suggest():
     assert resolve_rewards("tokrl.rewards:format_reward") == [format_reward]
     with pytest.raises(ValueError, match="did you mean 'format'"):
         resolve_rewards(["formt"])
+
+
+def test_word_problems_are_seeded_distinct_and_their_steps_add_up():
+    import re
+
+    from tokrl.data import WordProblemsTask
+
+    a, b = WordProblemsTask(seed=3).build(), WordProblemsTask(seed=3).build()
+    assert list(a["eval"]["question"]) == list(b["eval"]["question"]) and len(a["train"]) == 300
+    questions = list(a["train"]["question"]) + list(a["eval"]["question"])
+    assert len(set(questions)) == 400
+    for row in a["eval"]:
+        notes = re.findall(r"<<([^=]+)=(-?\d+)>>", row["answer"])
+        assert notes and all(eval(expr.replace("/", "//")) == int(value) for expr, value in notes)  # noqa: S307
+        final = row["answer"].rsplit("#### ", 1)[1]
+        assert final == notes[-1][1] and int(final) >= 0
+
+
+def test_latex_problems_gold_answers_are_what_their_solutions_box():
+    from tokrl.data import LatexProblemsTask
+    from tokrl.rewards import math_reward
+
+    data = LatexProblemsTask(num_train=40, num_eval=10).build()
+    rows = list(data["train"]) + list(data["eval"])
+    assert math_reward([r["solution"] for r in rows], answer=[r["answer"] for r in rows]) == [1.0] * 50
+    assert math_reward([r"\boxed{0}" for r in rows], answer=[r["answer"] for r in rows]).count(1.0) <= 2

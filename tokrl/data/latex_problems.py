@@ -11,7 +11,9 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from datasets import Dataset, DatasetDict
+from datasets import DatasetDict
+
+from tokrl.data.generated import distinct_splits
 
 
 def latex_fraction(q: Fraction) -> str:
@@ -83,18 +85,5 @@ class LatexProblemsTask:
     num_eval: int = 50
     seed: int = 0
 
-    def __post_init__(self):
-        if self.num_train < 1 or self.num_eval < 0:
-            raise ValueError("task.num_train must be >= 1 and task.num_eval >= 0")
-
     def build(self) -> DatasetDict:
-        rng = random.Random(self.seed)
-        rows, seen = [], set()
-        while len(rows) < self.num_train + self.num_eval:
-            row = latex_problem(rng)
-            if row["problem"] not in seen:
-                seen.add(row["problem"])
-                rows.append(row)
-        empty = {k: [] for k in rows[0]}
-        return DatasetDict(train=Dataset.from_list(rows[self.num_eval:]),
-                           eval=Dataset.from_list(rows[: self.num_eval]) if self.num_eval else Dataset.from_dict(empty))
+        return distinct_splits(latex_problem, "problem", self.num_train, self.num_eval, self.seed)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from datasets import Dataset, DatasetDict
+from datasets import DatasetDict
+
+from tokrl.data.generated import distinct_splits
 
 NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena", "Mateo",
          "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tara"]
@@ -111,18 +113,5 @@ class WordProblemsTask:
     num_eval: int = 100
     seed: int = 0
 
-    def __post_init__(self):
-        if self.num_train < 1 or self.num_eval < 0:
-            raise ValueError("task.num_train must be >= 1 and task.num_eval >= 0")
-
     def build(self) -> DatasetDict:
-        rng = random.Random(self.seed)
-        rows, seen = [], set()
-        while len(rows) < self.num_train + self.num_eval:
-            row = word_problem(rng)
-            if row["question"] not in seen:
-                seen.add(row["question"])
-                rows.append(row)
-        return DatasetDict(eval=Dataset.from_list(rows[: self.num_eval]) if self.num_eval else
-                           Dataset.from_dict({"question": [], "answer": [], "kind": []}),
-                           train=Dataset.from_list(rows[self.num_eval:]))
+        return distinct_splits(word_problem, "question", self.num_train, self.num_eval, self.seed)
