@@ -57,7 +57,7 @@ CLI_CASES = [
     ("cdpo-stage-typo", "validate", "cdpo_arithmetic.yaml", {"sampel": {"n": 2}}, [], ["unknown key 'sampel'", "did you mean 'sample'"]),
     ("cdpo-trainer-typo", "validate", "cdpo_arithmetic.yaml", {"trainer.betta": 0.1}, [], ["betta"]),
     ("treg-trainer-typo", "validate", "treg_arithmetic.yaml", {"trainer.treg_alpah": 0.1}, [], ["treg_alpah"]),
-    ("treg-missing-data-file", "treg", "treg_ultrafeedback.yaml", {"data.path": "/no/such/pairs.jsonl"}, [], ["/no/such/pairs.jsonl"]),
+    ("treg-missing-data-file", "treg", "treg_ultrafeedback.yaml", {"pairs.path": "/no/such/pairs.jsonl"}, [], ["/no/such/pairs.jsonl"]),
     ("clean-ratio-above-one", "validate", "token_cleaning_arithmetic.yaml", {"cleaning.keep_ratio": 1.5}, [], ["cleaning.keep_ratio must be in (0, 1]"]),
     ("clean-key-typo", "validate", "token_cleaning_arithmetic.yaml", {"cleaning.keep_ration": 0.5}, [], ["unknown key 'cleaning.keep_ration'"]),
     ("invalid-yaml", "validate", "grpo_arithmetic.yaml", "method: grpo\ntrainer: [1, 2\n", [], ["invalid YAML"]),
@@ -273,14 +273,14 @@ NEW_CASES = [
     ("cdpo-model-empty-dir", ["validate", "{R}/cdpo_arithmetic.yaml", "model={T}/emptymodel"], ["cdpo_arithmetic.yaml", "emptymodel has no config.json"]),
     ("clean-model-empty-dir", ["validate", "{R}/token_cleaning_arithmetic.yaml", "model={T}/emptymodel"], ["emptymodel has no config.json"]),
     # data files
-    ("treg-empty-jsonl", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/empty.jsonl"], ["data.path: ", "empty.jsonl is empty (no rows)"]),
-    ("treg-blank-jsonl", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/blank.jsonl"], ["blank.jsonl is empty (no rows)"]),
-    ("treg-missing-column", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/pairs_no_rejected.jsonl"], ["missing column 'rejected'"]),
-    ("treg-txt-file", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/notes.txt"], ["notes.txt: unsupported file type '.txt'"]),
-    ("treg-data-missing", ["validate", "{R}/treg_ultrafeedback.yaml", "data.path={T}/nope.jsonl"], ["nope.jsonl: no such file or directory"]),
-    ("cdpo-empty-jsonl", ["validate", "{R}/cdpo_gsm8k.yaml", "prompts.path={T}/empty.jsonl"], ["cdpo_gsm8k.yaml: prompts.path: ", "empty.jsonl is empty (no rows)"]),
-    ("cdpo-missing-column", ["validate", "{R}/cdpo_gsm8k.yaml", "prompts.path={T}/questions_no_question.jsonl"], ["has no column 'question'"]),
-    ("cdpo-prompts-missing", ["validate", "{R}/cdpo_gsm8k.yaml", "prompts.path={T}/nope"], ["prompts.path", "not found"]),
+    ("treg-empty-jsonl", ["validate", "{R}/treg_ultrafeedback.yaml", "pairs.path={T}/empty.jsonl"], ["pairs.path: ", "empty.jsonl is empty (no rows)"]),
+    ("treg-blank-jsonl", ["validate", "{R}/treg_ultrafeedback.yaml", "pairs.path={T}/blank.jsonl"], ["blank.jsonl is empty (no rows)"]),
+    ("treg-missing-column", ["validate", "{R}/treg_ultrafeedback.yaml", "pairs.path={T}/pairs_no_rejected.jsonl"], ["missing column 'rejected'"]),
+    ("treg-txt-file", ["validate", "{R}/treg_ultrafeedback.yaml", "pairs.path={T}/notes.txt"], ["notes.txt: unsupported file type '.txt'"]),
+    ("treg-data-missing", ["validate", "{R}/treg_ultrafeedback.yaml", "pairs.path={T}/nope.jsonl"], ["nope.jsonl: no such file or directory"]),
+    ("cdpo-empty-jsonl", ["validate", "{R}/cdpo_gsm8k.yaml", "data.path={T}/empty.jsonl", "data.hub=false"], ["cdpo_gsm8k.yaml: data: ", "empty.jsonl is empty (no rows)"]),
+    ("cdpo-missing-column", ["validate", "{R}/cdpo_gsm8k.yaml", "data.path={T}/questions_no_question.jsonl", "data.hub=false"], ["no column 'question'"]),
+    ("cdpo-prompts-missing", ["validate", "{R}/cdpo_gsm8k.yaml", "data.path={T}/nope", "data.hub=false"], ["data: ", "nope' not found"]),
 ]
 
 
