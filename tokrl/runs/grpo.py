@@ -11,7 +11,7 @@ from peft import LoraConfig
 from trl.models.utils import unwrap_model_for_generation
 
 from tokrl.console import say
-from tokrl.data.dataset import recipe_data
+from tokrl.data.dataset import build_data, data_spec, is_local
 from tokrl.evaluation import check_eval_settings, evaluate, headline
 from tokrl.models import load_model
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe, section
@@ -65,19 +65,26 @@ def prepare_run(recipe_path, overrides=()) -> dict:
     if recipe.get("weighting") is not None:
         trainer_section["weighting"] = recipe["weighting"]
     config = build_config(config_cls, trainer_section, file, "trainer", report_to="none")
-    data = recipe_data(recipe, file)
-    try:
-        rewards = resolve_rewards(recipe.get("reward") or ["accuracy"], columns=data["train"].column_names)
-    except ValueError as exc:
-        raise RecipeError(f"{file}: {exc}") from None
+    spec = data_spec(recipe, file)
+    data = build_data(spec) if is_local(spec) else None  # a hub dataset is fetched by the run, not by validate
+    rewards = recipe_rewards(recipe, file, data)
     peft_config = None
     if recipe.get("peft"):
         try:
             peft_config = LoraConfig(**recipe["peft"])
         except TypeError as exc:
             raise RecipeError(f"{file}: invalid 'peft' settings: {exc}") from None
-    return {"file": file, "recipe": recipe, "trainer_cls": trainer_cls, "config": config, "data": data,
+    return {"file": file, "recipe": recipe, "trainer_cls": trainer_cls, "config": config, "data": data, "data_spec": spec,
             "rewards": rewards, "eval": eval_cfg, "output_dir": Path(output_dir), "peft_config": peft_config}
+
+
+def recipe_rewards(recipe: dict, file, data) -> list:
+    """The recipe's rewards, their signatures checked against the data's columns (when the data is read)."""
+    try:
+        return resolve_rewards(recipe.get("reward") or ["accuracy"],
+                               columns=data["train"].column_names if data is not None else None)
+    except ValueError as exc:
+        raise RecipeError(f"{file}: {exc}") from None
 
 
 def train_recipe(recipe_path, overrides=(), callbacks=()):
@@ -85,6 +92,9 @@ def train_recipe(recipe_path, overrides=(), callbacks=()):
     run = prepare_run(recipe_path, overrides)
     recipe, config, eval_cfg, run_dir = run["recipe"], run["config"], run["eval"], run["output_dir"]
     data = run["data"]
+    if data is None:  # hub data: read now, and the rewards checked against its columns
+        data = build_data(run["data_spec"])
+        recipe_rewards(recipe, recipe_path, data)
     model, tokenizer = load_model(recipe["model"], trust_remote_code=bool(recipe.get("trust_remote_code", False)))
 
     eval_data = data["eval"]
