@@ -161,7 +161,7 @@ def test_shipped_recipes_pass_every_check(name, tmp_path):
     if name == "cdpo_gsm8k":  # the user supplies GSM8K; validation reads it, so give it a two-row stand-in
         (tmp_path / "gsm8k.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n'
                                               '{"question": "2+3?", "answer": "#### 5"}\n')
-        data = [f"prompts.path={tmp_path / 'gsm8k.jsonl'}"]
+        data = [f"data.path={tmp_path / 'gsm8k.jsonl'}", "data.hub=false"]
     out = run_cdpo(recipe, data, dry_run=True)
     assert out["ok"] and out["stages"][-1] == "rollout_check"
     from tokrl.runs import check_recipe as validate_recipe

@@ -229,7 +229,7 @@ def test_shipped_recipes_pass_every_check(name, tmp_path):
     data = []
     if name == "treg_ultrafeedback":  # the user supplies the pairs; validation reads them: a one-row stand-in
         (tmp_path / "pairs.jsonl").write_text('{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}\n')
-        data = [f"data.path={tmp_path / 'pairs.jsonl'}"]
+        data = [f"pairs.path={tmp_path / 'pairs.jsonl'}"]
     assert run_treg(recipe, data, dry_run=True)["ok"]
     from tokrl.runs import check_recipe as validate_recipe
 

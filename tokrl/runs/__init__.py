@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from tokrl.pipelines.cdpo import run_cdpo
 from tokrl.pipelines.dpo_data import run_dpo
 from tokrl.pipelines.token_cleaning_run import run_clean
@@ -39,18 +37,8 @@ def run_recipe(path, overrides=(), *, overwrite: bool = False, stage: str | None
     return SINGLE_RUNS.get(method, train_recipe)(path, overrides)
 
 
-def gpu_only_overrides(path, overrides=()) -> list[str]:
-    """On a machine without a GPU, `bf16`/`fp16: true` would stop the config check ("Your setup doesn't support
-    bf16/gpu"): the rest of a GPU recipe is checked with them off."""
-    trainer = load_recipe(path, list(overrides)).get("trainer")
-    if torch.cuda.is_available() or not isinstance(trainer, dict):
-        return []
-    return [f"trainer.{key}=false" for key in ("bf16", "fp16") if trainer.get(key) is True]
-
-
 def check_recipe(path, overrides=()) -> str:
     """Check every section of any recipe without loading a model; returns its method."""
-    overrides = [*overrides, *gpu_only_overrides(path, overrides)]
     method = recipe_method(path, overrides)
     runner = PIPELINES.get(method) or SINGLE_RUNS.get(method)
     if runner is not None:
