@@ -147,7 +147,7 @@ def test_train_runs_every_method_and_the_pipeline_aliases_take_the_same_argument
     capsys.readouterr()
     grpo = write_recipe(tmp_path / "grpo.yaml", {**TINY_RECIPE, "model": "x"})
     assert main(["train", str(grpo), "--stage", "score"]) == 2
-    assert "--overwrite and --stage are for the offline pipelines" in capsys.readouterr().err
+    assert "--stage is for the offline pipelines" in capsys.readouterr().err
     unknown = write_recipe(tmp_path / "typo.yaml", {"method": "tregg", "model": "x"})
     assert main(["train", str(unknown)]) == 2
     assert "unknown method 'tregg' (did you mean 'treg'?)" in capsys.readouterr().err

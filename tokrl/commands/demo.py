@@ -106,7 +106,7 @@ def run(args) -> int:
         if before is not None:  # every recipe starts from the same model: evaluate it once
             overrides.append("eval.before=false")
         print(f"[tokrl demo] training {name} ...", flush=True)
-        summary = train_recipe(recipe, overrides + list(args.overrides))
+        summary = train_recipe(recipe, overrides + list(args.overrides), overwrite=True)  # the demo's own dirs
         summary.pop("trainer")
         before = before or summary.get("eval_before")
         summary["eval_before"] = before

@@ -20,13 +20,17 @@ HELP = ("train any recipe (grpo, forking_grpo, thr_grpo, dpo; cdpo, treg and tok
 def add_arguments(parser, stages=None):
     parser.add_argument("recipe", help="recipe YAML file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=2")
-    parser.add_argument("--overwrite", action="store_true", help="offline pipelines: redo stages that are complete")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in an output_dir that holds an earlier run (pipelines: redo complete stages)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the earlier run in output_dir from its last checkpoint (same metrics.jsonl)")
     parser.add_argument("--stage", choices=stages, default=None,
                         help="offline pipelines: run only this stage (the stages it reads must be complete)")
 
 
 def run(args) -> int:
-    summary = tokrl.runs.run_recipe(args.recipe, args.overrides, overwrite=args.overwrite, stage=args.stage)
+    summary = tokrl.runs.run_recipe(args.recipe, args.overrides, overwrite=args.overwrite, stage=args.stage,
+                         resume=getattr(args, "resume", False))
     shown = {k: headline(v) if k.startswith("eval_") and isinstance(v, dict) else v
              for k, v in summary.items() if k != "trainer"}
     if is_main_process():

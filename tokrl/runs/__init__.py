@@ -26,15 +26,23 @@ def recipe_method(path, overrides=()) -> str | None:
     return method
 
 
-def run_recipe(path, overrides=(), *, overwrite: bool = False, stage: str | None = None) -> dict:
+def run_recipe(path, overrides=(), *, overwrite: bool = False, stage: str | None = None,
+               resume: bool = False) -> dict:
     """Train (or run the pipeline of) any recipe; returns its summary."""
     method = recipe_method(path, overrides)
     if method in PIPELINES:
+        if resume:
+            raise RecipeError(f"{path}: the {method} pipeline resumes by itself (complete stages are skipped); "
+                              "--resume is for one-run methods")
         return PIPELINES[method](path, list(overrides), overwrite=overwrite, stage=stage)
-    if overwrite or stage is not None:
-        raise RecipeError(f"{path}: --overwrite and --stage are for the offline pipelines ({', '.join(PIPELINES)}); "
-                          f"method '{method}' trains in one run (resume with trainer.resume_from_checkpoint)")
-    return SINGLE_RUNS.get(method, train_recipe)(path, overrides)
+    if stage is not None:
+        raise RecipeError(f"{path}: --stage is for the offline pipelines ({', '.join(PIPELINES)}); "
+                          f"method '{method}' trains in one run")
+    if method in SINGLE_RUNS:
+        if overwrite or resume:
+            raise RecipeError(f"{path}: method '{method}' takes trainer.resume_from_checkpoint, not --resume/--overwrite")
+        return SINGLE_RUNS[method](path, overrides)
+    return train_recipe(path, overrides, resume=resume, overwrite=overwrite)
 
 
 def check_recipe(path, overrides=()) -> str:

@@ -7,16 +7,16 @@ import json
 import time
 from pathlib import Path
 
-from peft import LoraConfig
 from trl.models.utils import unwrap_model_for_generation
 
 from tokrl.console import say
 from tokrl.data.dataset import build_data, data_spec, is_local
 from tokrl.evaluation import check_eval_settings, evaluate, headline
-from tokrl.models import load_model
+from tokrl.models import check_model_source, load_model
+from tokrl.pipelines.runner import lora_config
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe, section
 from tokrl.rewards import resolve_rewards
-from tokrl.run_dir import attach_run_callbacks, write_run_info
+from tokrl.run_dir import attach_run_callbacks, claim_run_dir, write_run_info
 from tokrl.utils import load_object
 from tokrl.weighting import build_weighter
 
@@ -53,6 +53,10 @@ def prepare_run(recipe_path, overrides=()) -> dict:
         config_fields = [f.name for f in dataclasses.fields(config_cls) if f.init]
     check_keys(recipe, RECIPE_KEYS, "", file, required=("method", "model"),
                sections={"trainer": config_fields, "eval": EVAL_KEYS})
+    try:
+        check_model_source(recipe["model"])
+    except FileNotFoundError as exc:
+        raise RecipeError(f"{file}: {exc}") from None
     eval_cfg = {**DEFAULT_EVAL, **check_keys(recipe.get("eval"), EVAL_KEYS, "eval", file)}
     check_eval_settings(eval_cfg, lambda key: f"{file}: eval.{key}")
     trainer_section = section(recipe, "trainer", file)
@@ -68,12 +72,7 @@ def prepare_run(recipe_path, overrides=()) -> dict:
     spec = data_spec(recipe, file)
     data = build_data(spec) if is_local(spec) else None  # a hub dataset is fetched by the run, not by validate
     rewards = recipe_rewards(recipe, file, data)
-    peft_config = None
-    if recipe.get("peft"):
-        try:
-            peft_config = LoraConfig(**recipe["peft"])
-        except TypeError as exc:
-            raise RecipeError(f"{file}: invalid 'peft' settings: {exc}") from None
+    peft_config = lora_config(recipe.get("peft") or None, "peft", file)
     return {"file": file, "recipe": recipe, "trainer_cls": trainer_cls, "config": config, "data": data, "data_spec": spec,
             "rewards": rewards, "eval": eval_cfg, "output_dir": Path(output_dir), "peft_config": peft_config}
 
@@ -87,10 +86,16 @@ def recipe_rewards(recipe: dict, file, data) -> list:
         raise RecipeError(f"{file}: {exc}") from None
 
 
-def train_recipe(recipe_path, overrides=(), callbacks=()):
-    """Run a GRPO-family recipe; returns a summary dict (accuracy before/after, run dir, trainer)."""
+def train_recipe(recipe_path, overrides=(), callbacks=(), *, resume: bool = False, overwrite: bool = False):
+    """Run a GRPO-family recipe; returns a summary dict (accuracy before/after, run dir, trainer).
+
+    An earlier run in the output dir is continued only with `resume` (or `trainer.resume_from_checkpoint`) and
+    replaced only with `overwrite`; see `claim_run_dir`."""
     run = prepare_run(recipe_path, overrides)
     recipe, config, eval_cfg, run_dir = run["recipe"], run["config"], run["eval"], run["output_dir"]
+    if resume and not config.resume_from_checkpoint:
+        config.resume_from_checkpoint = True
+    claim_run_dir(run_dir, resume=config.resume_from_checkpoint, overwrite=overwrite, file=recipe_path)
     data = run["data"]
     if data is None:  # hub data: read now, and the rewards checked against its columns
         data = build_data(run["data_spec"])
