@@ -78,6 +78,16 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def recipe_model_source(name_or_path: str, file) -> None:
+    """`check_model_source` for a recipe's `model:`: its error as a RecipeError naming the recipe file."""
+    from tokrl.recipe import RecipeError
+
+    try:
+        check_model_source(name_or_path)
+    except FileNotFoundError as exc:
+        raise RecipeError(f"{file}: {exc}") from None
+
+
 def check_model_source(name_or_path: str) -> None:
     """Errors naming the model that can be found without loading it: an embedded model whose package is missing,
     a local path that does not exist, is a file, or holds no saved model. Hub ids are left to `from_pretrained`."""

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM
 
 from tokrl.config_ranges import LORA_RANGES, out_of_range
 from tokrl.evaluation import evaluate
-from tokrl.models import check_model_source, load_model
+from tokrl.models import load_model, recipe_model_source
 from tokrl.pipelines.stage import StageError, is_complete, load_stage, run_artifact_stage, stage_metadata
 from tokrl.recipe import RecipeError, check_keys, load_recipe
 from tokrl.trainers.device_defaults import has_accelerator
@@ -118,10 +118,7 @@ def open_pipeline_recipe(recipe_path, overrides, method: str, keys) -> tuple:
                           f"method: {method})")
     output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
     model_id = str(recipe["model"])
-    try:
-        check_model_source(model_id)
-    except FileNotFoundError as exc:
-        raise RecipeError(f"{file}: {exc}") from None
+    recipe_model_source(model_id, file)
     load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
     trainer_section = dict(recipe.get("trainer") or {})
     if "output_dir" in trainer_section:

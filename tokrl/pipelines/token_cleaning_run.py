@@ -32,7 +32,7 @@ from peft import LoraConfig
 from tokrl.data.corrupted_sft import CorruptedArithmeticSFT, removal_quality
 from tokrl.data.dataset import build_data, data_spec, read_table
 from tokrl.evaluation import as_completions, dataset_rows, generate
-from tokrl.models import check_model_source, load_model, resolve_model_path
+from tokrl.models import load_model, recipe_model_source, resolve_model_path
 from tokrl.pipelines.runner import Runner
 from tokrl.pipelines.stage import config_hash, load_stage, run_artifact_stage, stage_fingerprint, stage_metadata
 from tokrl.pipelines.token_cleaning import (
@@ -68,10 +68,7 @@ SOURCES = ("corrupted_arithmetic", "file", "hub", "disk")
 def check_recipe(recipe: dict, file) -> dict:
     """Every section's keys and values, and the SFT configs, checked before any stage runs (no model loaded)."""
     check_keys(recipe, TOP_KEYS, "", file, required=("output_dir", "model"))
-    try:
-        check_model_source(recipe["model"])
-    except FileNotFoundError as exc:
-        raise RecipeError(f"{file}: {exc}") from None
+    recipe_model_source(recipe["model"], file)
     if recipe.get("method", "token_cleaning") != "token_cleaning":
         raise RecipeError(f"{file}: method must be 'token_cleaning' for `tokrl clean`, got {recipe['method']!r}")
     data = recipe.get("data")

@@ -12,7 +12,7 @@ from trl.models.utils import unwrap_model_for_generation
 from tokrl.console import say
 from tokrl.data.dataset import build_data, data_spec, is_local
 from tokrl.evaluation import check_eval_settings, evaluate, headline
-from tokrl.models import check_model_source, load_model
+from tokrl.models import load_model, recipe_model_source
 from tokrl.pipelines.runner import lora_config
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe, section
 from tokrl.rewards import resolve_rewards
@@ -53,10 +53,7 @@ def prepare_run(recipe_path, overrides=()) -> dict:
         config_fields = [f.name for f in dataclasses.fields(config_cls) if f.init]
     check_keys(recipe, RECIPE_KEYS, "", file, required=("method", "model"),
                sections={"trainer": config_fields, "eval": EVAL_KEYS})
-    try:
-        check_model_source(recipe["model"])
-    except FileNotFoundError as exc:
-        raise RecipeError(f"{file}: {exc}") from None
+    recipe_model_source(recipe["model"], file)
     eval_cfg = {**DEFAULT_EVAL, **check_keys(recipe.get("eval"), EVAL_KEYS, "eval", file)}
     check_eval_settings(eval_cfg, lambda key: f"{file}: eval.{key}")
     trainer_section = section(recipe, "trainer", file)
