@@ -27,7 +27,11 @@ from tokrl.recipe import RecipeError
 from tokrl.reports.plots import series
 
 MARKER = "compare.json"
-LOG = "compare.log"
+
+def log_path(run: Run) -> Path:
+    """The run's console output, beside its run dir (`tokrl train` wants an empty or missing dir to start in)."""
+    return run.run_dir.with_name(run.run_dir.name + ".log")
+
 POLL_SECONDS = 2.0
 
 
@@ -76,7 +80,7 @@ def prepare(run: Run) -> list[str]:
             shutil.rmtree(run.run_dir)
         else:
             argv.append(f"trainer.resume_from_checkpoint={ckpt.resolve()}")
-    run.run_dir.mkdir(parents=True, exist_ok=True)
+    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
     return argv
 
 
@@ -153,7 +157,7 @@ def run_all(spec: Spec, *, jobs: int = 1, threads: int | None = None, progress: 
                     finish(run, None)  # its wall time was not measured
                     continue
                 argv = prepare(run)
-                log = open(run.run_dir / LOG, "ab")
+                log = open(log_path(run), "ab")
                 proc = subprocess.Popen([sys.executable, "-m", "tokrl", *argv], stdout=log, stderr=subprocess.STDOUT,
                                         env=env, preexec_fn=_die_with_parent)
                 log.close()
@@ -169,7 +173,7 @@ def run_all(spec: Spec, *, jobs: int = 1, threads: int | None = None, progress: 
                 else:
                     failed.append(run)
                     bar.write(f"[compare] {run.arm} seed {run.seed} failed (exit {proc.returncode}): "
-                              f"{_last_line(run.run_dir / LOG)}; log: {run.run_dir / LOG}")
+                              f"{_last_line(log_path(run))}; log: {log_path(run)}")
     finally:
         for run, proc, _ in running.values():  # interrupted: stop the children, their runs stay unfinished
             try:
