@@ -192,7 +192,7 @@ def test_reward_signature_is_checked_before_any_model_loads(tmp_path, monkeypatc
         "def needs_hint(completions, hint, **kwargs):\n    return [0.0] * len(completions)\n"
         "def no_kwargs(completions, answer):\n    return [0.0] * len(completions)\n")
     monkeypatch.chdir(tmp_path)
-    base = "method: grpo\nmodel: /nonexistent\ndata: {path: d.jsonl, question_column: q, answer_column: gold}\n"
+    base = "method: grpo\nmodel: someone/a-model\ndata: {path: d.jsonl, question_column: q, answer_column: gold}\n"
     cases = {"[user_rewards_b:needs_hint]": r"needs column 'hint', which the dataset lacks \(columns: \[",
              "[user_rewards_b:no_kwargs]": r"must accept \*\*kwargs",
              "[user_rewards_b:missing]": r"could not be imported",
