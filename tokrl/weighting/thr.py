@@ -14,8 +14,8 @@ g restricted to V* = the token ids that occur in the group's completions (no ren
 q[V*] is recomputed from h and the |V*| needed unembedding rows; the full-vocabulary normaliser comes from the old
 log-prob of the sampled token: lse = z_y - log pi(y), so no [T, V] logits are ever built.
 
-What the paper says and what is reconstructed (the THR paper's body could not be read; see
-`shared/methods/thr.md`; the NTHR paper's text was):
+What the paper says and what is reconstructed (the THR paper's body could not be read, only its abstract and
+reviews; the NTHR paper's text was):
 - tau = tau_beta * min over correct responses of their mean s+ (NTHR, beta = 1): paper-verified for NTHR.
 - dominant = |s| > tau (`tau_on="s"`, default) or |THR| > tau_beta * min mean THR+ (`tau_on="thr"`): UNCERTAIN.
 - weight on dominant tokens = 1 + p * sign(THR) (sign form, supported by the abstract and reviews): UNCERTAIN.
