@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from tokrl.console import say
+from tokrl.recipe import RecipeError
 
 EMBEDDED = {
     # name -> (package that ships the GGUF, file name inside it)
@@ -80,8 +81,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
 def recipe_model_source(name_or_path: str, file) -> None:
     """`check_model_source` for a recipe's `model:`: its error as a RecipeError naming the recipe file."""
-    from tokrl.recipe import RecipeError
-
     try:
         check_model_source(name_or_path)
     except FileNotFoundError as exc:

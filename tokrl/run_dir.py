@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import yaml
 
 from tokrl.diagnostics.metrics_log import MetricsLogCallback
+from tokrl.recipe import RecipeError
 
 
 def write_run_info(run_dir: Path, recipe: dict, source) -> None:
@@ -35,10 +38,6 @@ def claim_run_dir(run_dir: Path, *, resume, overwrite: bool, file) -> None:
     logged after that checkpoint are dropped so the curve is one run) or `overwrite` (its outputs are removed,
     other files are kept); without one, a one-line error names both.
     """
-    import shutil
-
-    from tokrl.recipe import RecipeError
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or all(p.name in LAUNCHER_FILES for p in run_dir.iterdir()):
         if resume and resume is not True and not Path(str(resume)).is_dir():
@@ -78,8 +77,6 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 def keep_steps_up_to(run_dir: Path, step: int | None) -> None:
     """Drop metrics and token dumps logged after `step` (the checkpoint a resumed run continues from), so that
     the resumed run's lines follow the checkpoint's without a repeated or orphaned step."""
-    import json
-
     if step is None:
         return
     for name in ("metrics.jsonl", "token_values.jsonl"):
