@@ -71,11 +71,14 @@ def test_offline_trainers_resume_exactly(tmp_path, kind):
         torch.testing.assert_close(res_state[name], value, rtol=0, atol=1e-6, msg=name)
 
 
+THR = {"name": "thr", "p": 0.3}  # THR's arguments live in the weighting spec
+
+
 def test_thr_trainer_resumes_exactly(tiny, tmp_path):
-    full_losses, _, full_state = run_grpo(THRGRPOTrainer, THRGRPOConfig, tiny, tmp_path / "full", 4, p=0.3)
-    run_grpo(THRGRPOTrainer, THRGRPOConfig, tiny, tmp_path / "cut", 2, p=0.3)
+    full_losses, _, full_state = run_grpo(THRGRPOTrainer, THRGRPOConfig, tiny, tmp_path / "full", 4, weighting=THR)
+    run_grpo(THRGRPOTrainer, THRGRPOConfig, tiny, tmp_path / "cut", 2, weighting=THR)
     res_losses, _, res_state = run_grpo(THRGRPOTrainer, THRGRPOConfig, tiny, tmp_path / "cut", 4,
-                                        resume=str(tmp_path / "cut" / "checkpoint-2"), p=0.3)
+                                        resume=str(tmp_path / "cut" / "checkpoint-2"), weighting=THR)
     for step in (3, 4):
         assert res_losses[step] == pytest.approx(full_losses[step], abs=1e-6)
     for name, value in full_state.items():

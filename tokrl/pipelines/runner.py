@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import dataclasses
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -97,12 +98,7 @@ def settings_from(cls, mapping: dict | None, where: str, file):
 
 def model_loader(model_id: str, trust_remote_code: bool = False) -> Callable:
     """A function returning a fresh (model, tokenizer) each call (LoRA wrapping mutates a base model in place)."""
-
-    def load():
-        model, tokenizer = load_model(model_id, trust_remote_code=trust_remote_code)
-        return model, tokenizer
-
-    return load
+    return functools.partial(load_model, model_id, trust_remote_code=trust_remote_code)
 
 
 def open_pipeline_recipe(recipe_path, overrides, method: str, keys) -> tuple:
