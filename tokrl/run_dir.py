@@ -23,8 +23,6 @@ def attach_run_callbacks(trainer, run_dir: Path) -> None:
     MetricsLogCallback.attach(trainer, Path(run_dir) / "metrics.jsonl")
 
 
-# Files a tokrl launcher (`tokrl compare`) puts in a run dir before the run starts: the dir still counts as empty.
-LAUNCHER_FILES = ("compare.log",)
 # What a GRPO-family run writes in its directory; --overwrite removes these and nothing else.
 RUN_OUTPUTS = ("recipe.yaml", "metrics.jsonl", "token_values.jsonl", "run_info.json", "summary.json", "final",
                "plots", "token_report.html")
@@ -39,7 +37,7 @@ def claim_run_dir(run_dir: Path, *, resume, overwrite: bool, file) -> None:
     other files are kept); without one, a one-line error names both.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or all(p.name in LAUNCHER_FILES for p in run_dir.iterdir()):
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
         if resume and resume is not True and not Path(str(resume)).is_dir():
             raise RecipeError(f"{file}: nothing to resume: {resume} does not exist")
         if resume is True:
