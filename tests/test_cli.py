@@ -107,6 +107,18 @@ def test_missing_recipe_file_and_bad_override(tmp_path, capsys):
     assert "must look like key=value" in capsys.readouterr().err
 
 
+def test_overrides_may_follow_the_flags(capsys):
+    """`tokrl validate R.yaml --verbose k=v` reads k=v as an override, like `tokrl validate R.yaml k=v --verbose`."""
+    recipe = "recipes/grpo_arithmetic.yaml"
+    for argv in (["validate", recipe, "--verbose", "trainer.learning_rate=-1"],
+                 ["validate", recipe, "trainer.learning_rate=-1", "--verbose"]):
+        assert main(argv) == 2
+        assert "learning_rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["validate", recipe, "--verbose", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
 def test_invalid_yaml_names_the_line(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text("method: grpo\ntrainer: {max_steps: 2\n")

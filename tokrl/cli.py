@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--verbose" not in argv:  # before the command modules import anything that warns
         quiet_third_party()
     parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `tokrl train R.yaml --resume k=v`: overrides may come after the flags, as they may before them
+    trailing = next((name for name in ("overrides", "recipes") if hasattr(args, name)), None)
+    if extra and trailing and all("=" in e and not e.startswith("-") for e in extra):
+        setattr(args, trailing, list(getattr(args, trailing)) + extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
