@@ -3,7 +3,7 @@
 Model: SmolLM2-135M-Instruct truncated to its first 4 of 30 decoder layers (real weights, tokenizer and vocabulary;
 see `benchmarks.cases.dpo` for why: the ratio is an upper bound for the full model). Data: 24 arithmetic chat rows
 (~45 prompt tokens, a ~25-token worked answer), tokenised once with TRL's own tokenisation
-(`tokrl.pipelines.token_cleaning_tokens.tokenize_sft_row`); both trainers get these `input_ids` and
+(`tokrl.trainers.token_cleaning_tokens.tokenize_sft_row`); both trainers get these `input_ids` and
 `completion_mask` columns, and the token-cleaning trainer also a seeded 0/1 `token_mask` keeping ~60 % of the
 response tokens (the paper's ratio). 8 rows a step, step 1 a warm-up, step 2 timed; lr 1e-6, the
 precision tokrl resolves on this machine for both.
@@ -23,7 +23,7 @@ def sft_data(tokenizer, with_mask: bool, rows: int = 24):
     from datasets import Dataset
 
     from tokrl.data.arithmetic import ArithmeticTask
-    from tokrl.pipelines.token_cleaning_tokens import tokenize_sft_row
+    from tokrl.trainers.token_cleaning_tokens import tokenize_sft_row
 
     task = ArithmeticTask(num_train=rows, num_eval=0, seed=0).build()["train"]
     rng = random.Random(0)
