@@ -256,6 +256,8 @@ NEW_CASES = [
     ("task-range", ["validate", G, "task={name: arithmetic, max_value: -3}"], ["task.max_value must be >= task.min_value"]),
     ("reward-not-a-function", ["validate", G, "reward=[tokrl.models:tiny_model]"], ["reward 'tokrl.models:tiny_model'"]),
     ("reward-missing-module", ["validate", G, "reward=[no_such_module:fn]"], ["reward 'no_such_module:fn'"]),
+    ("dpo-weighter-need-unfilled", ["validate", "{R}/dpo_weights_from_data.yaml", "weighting={name: thr}"],
+     ["invalid 'weighting'", "WeightedDPOTrainer cannot give weighter", "'advantages'"]),
     # eval settings
     ("eval-batch-zero", ["validate", G, "eval.batch_size=0"], ["eval.batch_size must be a whole number >= 1, got 0"]),
     ("eval-pass-k-zero", ["validate", THR, "eval.pass_k=[0, 8]"], ["eval.pass_k must be a whole number >= 1, got 0"]),

@@ -27,9 +27,10 @@ from peft import LoraConfig
 from tokrl.data.dataset import read_table
 from tokrl.pipelines.runner import open_pipeline_recipe
 from tokrl.recipe import RecipeError, build_config, check_keys
-from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
+from tokrl.trainers.weighted_dpo import DPO_NEEDS, WeightedDPOTrainer
 from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
 from tokrl.weighting import build_weighter
+from tokrl.weighting.base import check_needs
 
 RECIPE_KEYS = ("method", "model", "trust_remote_code", "data", "weighting", "trainer", "peft", "output_dir",
                "description")
@@ -57,6 +58,7 @@ def run_dpo(recipe_path, overrides=(), *, dry_run: bool = False) -> dict:
     data = check_keys(recipe.get("data"), DATA_KEYS, "data", file, required=("path",))
     try:
         weighter = build_weighter(recipe.get("weighting"))
+        check_needs(weighter, DPO_NEEDS, "WeightedDPOTrainer")  # before any model loads, as the trainer will
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"{file}: invalid 'weighting': {exc}") from None
     if recipe.get("weighting") is not None:
