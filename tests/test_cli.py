@@ -119,6 +119,21 @@ def test_overrides_may_follow_the_flags(capsys):
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
 
 
+def test_a_weighting_without_a_name_changes_the_presets_default(tmp_path, capsys):
+    """`method: forking_grpo` + `weighting: {rho: 0.3}` is the preset's entropy_quantile with rho 0.3; plain `grpo`
+    has no default weighter to change, so there the name is still required."""
+    from tokrl.runs import prepare_run
+
+    path = write_recipe(tmp_path / "f.yaml", {"method": "forking_grpo", "model": "smollm2-135m-instruct",
+                                              "weighting": {"rho": 0.3}})
+    weighting = prepare_run(path)["config"].weighting
+    assert weighting["name"] == "entropy_quantile" and weighting["rho"] == 0.3 and weighting["select"] == "topk"
+    path = write_recipe(tmp_path / "g.yaml", {"method": "grpo", "model": "smollm2-135m-instruct",
+                                              "weighting": {"rho": 0.3}})
+    assert main(["validate", str(path)]) == 2
+    assert "mapping with a 'name' key" in capsys.readouterr().err
+
+
 def test_invalid_yaml_names_the_line(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text("method: grpo\ntrainer: {max_steps: 2\n")

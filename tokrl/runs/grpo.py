@@ -43,6 +43,17 @@ def grpo_method(name: str, file) -> tuple[type, type]:
         raise RecipeError(f"{file}: method '{name}' is not available in this install: {exc}") from None
 
 
+def preset_weighting(config_cls, weighting):
+    """A weighting mapping without a `name` changes the preset's default spec (`forking_grpo` + `{rho: 0.3}`)."""
+    if not isinstance(weighting, dict) or "name" in weighting:
+        return weighting
+    field = {f.name: f for f in dataclasses.fields(config_cls)}.get("weighting")
+    default = None
+    if field is not None:
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return {**default, **weighting} if isinstance(default, dict) and "name" in default else weighting
+
+
 def prepare_run(recipe_path, overrides=()) -> dict:
     """Parse and check a GRPO-family recipe without loading the model: every error names the key and the file."""
     file = recipe_path
@@ -59,6 +70,7 @@ def prepare_run(recipe_path, overrides=()) -> dict:
     trainer_section = section(recipe, "trainer", file)
     output_dir = recipe.get("output_dir") or trainer_section.get("output_dir") or f"runs/{Path(file).stem}"
     trainer_section["output_dir"] = str(output_dir)
+    recipe["weighting"] = preset_weighting(config_cls, recipe.get("weighting"))
     try:  # validate the weighting spec before the config (whose error would be less specific)
         build_weighter(recipe.get("weighting"))
     except (ValueError, TypeError) as exc:
