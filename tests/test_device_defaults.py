@@ -58,3 +58,32 @@ def test_user_settings_and_distributed_cpu_runs_keep_fp32(cpu_only, tmp_path):
     cpu_only.setenv("WORLD_SIZE", "1")
     cpu_only.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     assert device_defaults.default_precision()["bf16"] is False
+
+
+def test_the_rollout_runs_in_one_autocast_region_and_samples_the_same_tokens(tiny, tmp_path):
+    """bf16 on a CPU: `_generate` runs inside one autocast region, so autocast casts each weight once per rollout
+    instead of once per decoding step, and samples exactly the tokens accelerate's per-forward regions sample."""
+    import contextlib
+
+    import torch
+
+    from conftest import make_grpo_trainer
+    from tokrl.trainers.weighted_grpo import WeightedGRPOTrainer
+
+    trainer = make_grpo_trainer(WeightedGRPOTrainer, WeightedGRPOConfig, tiny, tmp_path, bf16=True,
+                                max_completion_length=10, temperature=1.0)
+    prompts = [trainer.train_dataset[i]["prompt"] for i in range(4)]
+    seen = []  # autocast state when the model is called, outside accelerate's own per-forward region
+    trainer.model.register_forward_pre_hook(lambda module, args: seen.append(torch.is_autocast_enabled("cpu")))
+
+    def rollout():
+        torch.manual_seed(0)
+        return trainer._generate(prompts)[1]
+
+    one_region = rollout()
+    assert seen and all(seen)
+    seen.clear()
+    trainer._rollout_autocast = contextlib.nullcontext
+    per_forward = rollout()
+    assert seen and not any(seen)
+    assert one_region == per_forward and max(len(c) for c in one_region) > 1

@@ -134,6 +134,49 @@ def test_artifact_stage_is_atomic_and_skips_when_done(tmp_path):
         load_stage(tmp_path)
 
 
+def test_shared_stage_cache_computes_a_stage_once_across_run_dirs(tmp_path, monkeypatch):
+    """Two run dirs with the same stage (name, config, input) compute it once; anything else differs."""
+    monkeypatch.setenv("TOKRL_STAGE_CACHE", str(tmp_path / "cache"))
+    calls, builds = [], []
+
+    def fn(shard, index):
+        calls.append(index)
+        return {"x": shard["x"], "y": [x + 1 for x in shard["x"]]}
+
+    def build(tmp):
+        builds.append(1)
+        (tmp / "weights.txt").write_text("w")
+        return {"seconds": 3.0}
+
+    first = run_stage("a", tmp_path / "run1" / "a", fn, _inputs(5), {"k": 1}, shard_size=2)
+    assert calls == [0, 1, 2]
+    second = run_stage("a", tmp_path / "run2" / "a", fn, _inputs(5), {"k": 1}, shard_size=2)
+    assert calls == [0, 1, 2]  # restored, not recomputed
+    assert second["y"] == first["y"] == [1, 2, 3, 4, 5]
+    assert stage_fingerprint(tmp_path / "run2" / "a") == stage_fingerprint(tmp_path / "run1" / "a")
+    run_stage("a", tmp_path / "run3" / "a", fn, _inputs(5), {"k": 2}, shard_size=2)  # another config
+    run_stage("a", tmp_path / "run4" / "a", fn, _inputs(6), {"k": 1}, shard_size=2)  # another input
+    assert calls == [0, 1, 2] * 3
+    run_stage("a", tmp_path / "run5" / "a", fn, _inputs(5), {"k": 1}, shard_size=2, overwrite=True)
+    assert len(calls) == 12  # --overwrite means: compute it again
+
+    path = run_artifact_stage("train", tmp_path / "run1" / "train", build, {"lr": 1}, input_fingerprint="f")
+    again = run_artifact_stage("train", tmp_path / "run2" / "train", build, {"lr": 1}, input_fingerprint="f")
+    assert builds == [1] and (again / "weights.txt").read_text() == "w" and again != path
+    assert read_manifest(tmp_path / "run2" / "train")["metadata"] == {"seconds": 3.0}
+    run_artifact_stage("train", tmp_path / "run3" / "train", build, {"lr": 1}, input_fingerprint="g")
+    assert builds == [1, 1]
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["a"] * 3 + ["train"] * 2
+
+
+def test_stage_cache_never_overrides_a_stage_with_another_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOKRL_STAGE_CACHE", str(tmp_path / "cache"))
+    run_stage("a", tmp_path / "run1", lambda s, i: {"x": s["x"]}, _inputs(3), {"k": 1})
+    run_stage("a", tmp_path / "run2", lambda s, i: {"x": s["x"]}, _inputs(3), {"k": 2})
+    with pytest.raises(StageError, match="different config"):
+        run_stage("a", tmp_path / "run2", lambda s, i: {"x": s["x"]}, _inputs(3), {"k": 1})
+
+
 CHILD = textwrap.dedent(
     """
     import json, os, random, signal, sys

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from tokrl.compare.results import RESULT, collect, load_result, output_file, run_key, write_json_atomic
 from tokrl.compare.spec import ONLINE, Run, Spec
 from tokrl.diagnostics.metrics_log import read_metrics
+from tokrl.pipelines.stage import CACHE_ENV
 from tokrl.recipe import RecipeError
 from tokrl.reports.plots import series
 
@@ -139,6 +140,8 @@ def run_all(spec: Spec, *, jobs: int = 1, threads: int | None = None, progress: 
         bar.update(run, finished=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false"}
+    if spec.share_stages:  # offline stages the runs have in common are computed once (tokrl.pipelines.stage)
+        env[CACHE_ENV] = str((spec.output_dir / "stage_cache").resolve())
     running: dict[int, tuple[Run, subprocess.Popen, float]] = {}
     finished, failed = [], []
 

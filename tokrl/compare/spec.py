@@ -6,6 +6,8 @@
     baseline: grpo                       # the arm the others are compared with (default: the first); an arm may
                                          # name its own (`baseline: sft_all`), e.g. two families in one spec
     overrides: {trainer.learning_rate: 1.0e-5}      # applied to every arm (before the budget)
+    share_stages: true                   # offline pipelines: a stage identical in several runs (same name, config
+                                         # and input: sampling, contrast models, scoring) is computed once
     budget:
       max_steps: 12                      # optimizer steps (GRPO family and DPO pipelines)
       completions_per_step: 16           # GRPO family: completions per optimizer step
@@ -34,7 +36,8 @@ import yaml
 
 from tokrl.recipe import RecipeError, check_keys, load_recipe, load_yaml
 
-SPEC_KEYS = ("name", "description", "output_dir", "seeds", "baseline", "overrides", "budget", "arms")
+SPEC_KEYS = ("name", "description", "output_dir", "seeds", "baseline", "overrides", "share_stages", "budget",
+             "arms")
 ARM_KEYS = ("recipe", "overrides", "baseline", "description")
 BUDGET_KEYS = ("max_steps", "completions_per_step", "save_steps", "eval")
 ONLINE = "online"
@@ -90,6 +93,7 @@ class Spec:
     arms: dict
     runs: list[Run] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
+    share_stages: bool = True
 
 
 def _override_items(mapping, where: str, file) -> list[tuple[str, object]]:
@@ -148,9 +152,12 @@ def load_spec(path, output_dir: str | None = None) -> Spec:
     if "eval" in budget and not isinstance(budget["eval"], dict):
         raise RecipeError(f"{file}: budget.eval must be a mapping of eval settings")
     shared = _override_items(raw.get("overrides"), "overrides", file)
+    if not isinstance(raw.get("share_stages", True), bool):
+        raise RecipeError(f"{file}: 'share_stages' must be true or false")
     out = Path(output_dir or raw.get("output_dir") or Path("runs") / "compare" / file.stem)
     spec = Spec(file=file, name=str(raw.get("name") or file.stem), output_dir=out, seeds=list(seeds),
-                baseline=str(baseline), budget=budget, arms={}, raw=raw)
+                baseline=str(baseline), budget=budget, arms={}, raw=raw,
+                share_stages=raw.get("share_stages", True))
     for arm, entry in arms.items():
         if not isinstance(entry, dict):
             raise RecipeError(f"{file}: arms.{arm} must be a mapping with a 'recipe' key")

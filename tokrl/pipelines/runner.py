@@ -26,7 +26,8 @@ from transformers import AutoModelForCausalLM
 from tokrl.config_ranges import LORA_RANGES, out_of_range
 from tokrl.evaluation import evaluate
 from tokrl.models import load_model, recipe_model_source
-from tokrl.pipelines.stage import StageError, is_complete, load_stage, run_artifact_stage, stage_metadata
+from tokrl.pipelines.stage import (StageError, dataset_fingerprint, is_complete, load_stage, run_artifact_stage,
+                                  stage_metadata)
 from tokrl.recipe import RecipeError, check_keys, load_recipe
 from tokrl.trainers.device_defaults import has_accelerator
 from tokrl.utils import did_you_mean
@@ -214,7 +215,7 @@ def eval_stage(stage_dir: Path, name: str, get_model: Callable, eval_data: Datas
         (tmp / "accuracy.json").write_text(json.dumps({k: v for k, v in result.items() if k != "per_prompt"}) + "\n")
         return {**result, "num_prompts": len(eval_data)}
 
-    config = {"settings": asdict(settings), "eval_rows": len(eval_data),
+    config = {"settings": asdict(settings), "eval_rows": len(eval_data), "eval_data": dataset_fingerprint(eval_data),
               "rewards": [getattr(f, "__name__", str(f)) for f in rewards or []]}
     run_artifact_stage(name, stage_dir, build, config, input_fingerprint=input_fingerprint, overwrite=overwrite)
     return stage_metadata(stage_dir)

@@ -18,6 +18,11 @@ Restarting recomputes only the missing shards. If the shard function is determin
 
 A finished stage is a no-op on rerun; a changed config or input is an error unless `overwrite=True`, which
 removes only the files a stage writes (never anything else in the directory).
+
+Shared stages: with `TOKRL_STAGE_CACHE=DIR` set, every finished stage is also copied to `DIR/<stage>-<config
+hash>-<input fingerprint>`, and a stage about to run that finds its entry there is copied from it instead. Runs
+that share a prefix of stages (the arms and seeds of a `tokrl compare`, which sets the variable) compute it once.
+The key holds everything the stage contract says determines the output, so a restored stage equals a rerun.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 ARTIFACT = "artifact"
+CACHE_ENV = "TOKRL_STAGE_CACHE"
 _FORMAT_VERSION = 1
 
 
@@ -160,6 +166,52 @@ def _check_or_start(name, stage_dir: Path, chash, fingerprint, config, num_shard
     return manifest
 
 
+def _cache_entry(name: str, chash: str, fingerprint: str) -> Path | None:
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) / f"{name}-{chash}-{fingerprint or 'none'}" if root else None
+
+
+def _copy_owned(src: Path, dst: Path) -> None:
+    """Copy what a finished stage wrote (shards, artifact), the manifest last, so a copy cut short looks unfinished."""
+    for entry in src.iterdir():
+        if _owned(entry) and entry.name != MANIFEST and not entry.name.startswith(".tmp-"):
+            copy = shutil.copytree if entry.is_dir() else shutil.copy2
+            copy(entry, dst / entry.name)
+    tmp = dst / f".tmp-{MANIFEST}-{uuid.uuid4().hex}"
+    shutil.copy2(src / MANIFEST, tmp)
+    os.replace(tmp, dst / MANIFEST)
+
+
+def _restore_from_cache(name: str, stage_dir: Path, chash: str, fingerprint: str, overwrite: bool) -> bool:
+    """Fill an unstarted (or unfinished, same-config) stage from the shared cache; True if it did."""
+    entry = _cache_entry(name, chash, fingerprint)
+    if entry is None or overwrite or not is_complete(entry):
+        return False
+    manifest = read_manifest(stage_dir)
+    if manifest is not None and (manifest.get("done") or [manifest.get(k) for k in ("stage", "config_hash",
+                                 "input_fingerprint")] != [name, chash, fingerprint]):
+        return False  # finished, or made with another config: the usual checks decide
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    clear_stage(stage_dir)
+    _copy_owned(entry, stage_dir)
+    print(f"[tokrl] stage {name}: restored from the shared stage cache ({entry})", flush=True)
+    return True
+
+
+def _publish_to_cache(name: str, stage_dir: Path, chash: str, fingerprint: str) -> None:
+    entry = _cache_entry(name, chash, fingerprint)
+    if entry is None or entry.exists():
+        return
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.parent / f".tmp-{entry.name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    _copy_owned(stage_dir, tmp)
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another run published the same stage first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _as_dataset(result, features=None) -> Dataset:
     if isinstance(result, Dataset):
         return result
@@ -193,6 +245,7 @@ def run_stage(
     chash = config_hash(config)
     fingerprint = input_fingerprint or dataset_fingerprint(inputs)
     num_shards = max(1, -(-len(inputs) // shard_size))
+    _restore_from_cache(name, stage_dir, chash, fingerprint, overwrite)
     manifest = _check_or_start(name, stage_dir, chash, fingerprint, config, num_shards, overwrite)
     if manifest.get("done"):
         logger.info("stage '%s': complete in %s, skipping", name, stage_dir)
@@ -214,6 +267,7 @@ def run_stage(
     manifest["metadata"] = json.loads(json.dumps(metadata or {}, default=str))
     manifest["done"] = True  # last write: from here on the output may be read
     _write_manifest(stage_dir, manifest)
+    _publish_to_cache(name, stage_dir, chash, fingerprint)
     return load_stage(stage_dir)
 
 
@@ -256,6 +310,7 @@ def run_artifact_stage(
     """
     stage_dir = Path(stage_dir)
     chash = config_hash(config)
+    _restore_from_cache(name, stage_dir, chash, input_fingerprint, overwrite)
     manifest = _check_or_start(name, stage_dir, chash, input_fingerprint, config, None, overwrite)
     target = stage_dir / ARTIFACT
     if manifest.get("done"):
@@ -271,4 +326,5 @@ def run_artifact_stage(
     manifest["metadata"] = json.loads(json.dumps(metadata or {}, default=str))
     manifest["done"] = True
     _write_manifest(stage_dir, manifest)
+    _publish_to_cache(name, stage_dir, chash, input_fingerprint)
     return target

@@ -34,7 +34,8 @@ from tokrl.data.dataset import build_data, data_spec, read_table
 from tokrl.evaluation import as_completions, dataset_rows, generate
 from tokrl.models import load_model, recipe_model_source, resolve_model_path
 from tokrl.pipelines.runner import Runner
-from tokrl.pipelines.stage import config_hash, load_stage, run_artifact_stage, stage_fingerprint, stage_metadata
+from tokrl.pipelines.stage import (config_hash, dataset_fingerprint, load_stage, run_artifact_stage, stage_fingerprint,
+                                  stage_metadata)
 from tokrl.pipelines.token_cleaning import (
     MASK_WEIGHTING,
     Models,
@@ -305,10 +306,11 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
         rewards = eval_rewards(recipe, file, splits["eval"].column_names)
         models._model = None
         targets = {"base": base, **finals}
+        eval_fp = dataset_fingerprint(splits["eval"])  # in the key: a changed eval split is never a stale result
         for name, path in targets.items():
             result_path = runner.step(f"eval/{name}", lambda ow, n=name, p=path: run_artifact_stage(
                 "eval", runner.dir(f"eval/{n}"), lambda tmp: _eval_to(tmp, p, splits["eval"], eval_cfg, rewards),
-                {"model": p, "eval": eval_cfg}, overwrite=ow))
+                {"model": p, "eval": eval_cfg, "eval_data": eval_fp}, overwrite=ow))
             result = json.loads((result_path / "eval.json").read_text())
             report["variants"].setdefault(name, {})["eval"] = result
     (root / "report.json").write_text(json.dumps(report, indent=1, default=str))

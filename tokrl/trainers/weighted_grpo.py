@@ -26,6 +26,7 @@ replaces `inputs["advantages"]` in the entropy-mask hook, which TRL reads right 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -138,13 +139,22 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
         return logit_transform(unwrap_model(self.model).config) == (1.0, None)
 
     def _generate(self, prompts):
-        if self._old_pass is None or not self._can_capture_generation():
-            return super()._generate(prompts)
-        capture = GenerationCapture(self.model, self.temperature)
-        with capture:
-            result = super()._generate(prompts)
-        self._gen_capture = capture
-        return result
+        with self._rollout_autocast():
+            if self._old_pass is None or not self._can_capture_generation():
+                return super()._generate(prompts)
+            capture = GenerationCapture(self.model, self.temperature)
+            with capture:
+                result = super()._generate(prompts)
+            self._gen_capture = capture
+            return result
+
+    def _rollout_autocast(self):
+        """One bf16 autocast region around the whole rollout on a CPU. accelerate opens a region per forward, and
+        leaving the outermost region drops autocast's cache of bf16 weight copies, so each decoding step re-cast
+        every weight; inside one region a weight is cast once per rollout. Same ops, same dtypes, same tokens."""
+        if self.args.bf16 and self.accelerator.device.type == "cpu" and not self.use_vllm:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _calculate_rewards(self, *args, **kwargs):
         rewards_per_func = super()._calculate_rewards(*args, **kwargs)
