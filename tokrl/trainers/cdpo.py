@@ -24,14 +24,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tokrl.trainers.pair_weights import check_plain_sigmoid
 from tokrl.trainers.weighted_dpo import DPOTokenParts, WeightedDPOTrainer
 from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
 
 GRANULARITIES = ("sequence", "position")
-
-
-def _default_weighting() -> dict:
-    return {"name": "column", "column": "token_weights"}
 
 
 @dataclass
@@ -52,7 +49,7 @@ class CDPOConfig(WeightedDPOConfig):
     """
 
     weighting: Any = field(
-        default_factory=_default_weighting,
+        default_factory=lambda: {"name": "column", "column": "token_weights"},
         metadata={
             "help": "Weighter spec; default reads chosen_token_weights / rejected_token_weights (paper: rejected "
             "1 - p_CE, chosen 1)."
@@ -73,19 +70,12 @@ class CDPOConfig(WeightedDPOConfig):
         if self.label_smoothing != 0.0:
             raise ValueError("cDPO uses label_smoothing=0 (TRL's sigmoid loss ignores it); unset label_smoothing")
         if self.loss_granularity == "position":
-            if list(self.loss_type) != ["sigmoid"] or self.loss_weights not in (None, [1.0]):
-                raise ValueError(
-                    "loss_granularity='position' is a sigmoid loss; set loss_type='sigmoid' and no loss_weights"
-                )
-            if self.f_divergence_type != "reverse_kl":
-                raise ValueError("loss_granularity='position' needs f_divergence_type='reverse_kl'")
+            check_plain_sigmoid(self, "loss_granularity='position'")
             if self.precompute_ref_log_probs:
                 raise ValueError(
                     "loss_granularity='position' needs per-token reference log-probs; "
                     "set precompute_ref_log_probs=False"
                 )
-            if self.ld_alpha is not None or self.use_weighting:
-                raise ValueError("loss_granularity='position' does not combine with ld_alpha or use_weighting")
             if self.pair_weight_column is not None:
                 raise ValueError("loss_granularity='position' does not combine with pair_weight_column")
 

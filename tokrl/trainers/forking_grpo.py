@@ -13,10 +13,6 @@ from tokrl.trainers.weighted_grpo import WeightedGRPOTrainer
 from tokrl.trainers.weighted_grpo_config import WeightedGRPOConfig
 
 
-def _forking_weighting() -> dict:
-    return {"name": "entropy_quantile", "rho": 0.2, "scope": "global", "select": "topk"}
-
-
 @dataclass
 class ForkingGRPOConfig(WeightedGRPOConfig):
     r"""
@@ -33,7 +29,7 @@ class ForkingGRPOConfig(WeightedGRPOConfig):
     """
 
     weighting: Any = field(
-        default_factory=_forking_weighting,
+        default_factory=lambda: {"name": "entropy_quantile", "rho": 0.2, "scope": "global", "select": "topk"},
         metadata={"help": "Weighter spec; default: entropy_quantile, rho 0.2 (paper), global scope, topk."},
     )
     weight_normalizer: str = field(

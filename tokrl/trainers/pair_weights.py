@@ -27,12 +27,22 @@ def check_config(args) -> None:
         return
     if not isinstance(column, str) or not column:
         raise ValueError("pair_weight_column must name a dataset column")
+    check_plain_sigmoid(args, "pair_weight_column")
+
+
+def check_plain_sigmoid(args, who: str) -> None:
+    """Refuse DPO settings that change the plain sigmoid loss `who` is derived for (per-pair weights, cDPO's
+    per-position loss, T-REG); the error names the first one."""
     if list(args.loss_type) != ["sigmoid"] or args.loss_weights not in (None, [1.0]):
-        raise ValueError(f"pair_weight_column needs loss_type='sigmoid' (got {list(args.loss_type)})")
-    if args.f_divergence_type != "reverse_kl":
-        raise ValueError(f"pair_weight_column needs f_divergence_type='reverse_kl' (got {args.f_divergence_type!r})")
-    if args.ld_alpha is not None or args.use_weighting:
-        raise ValueError("pair_weight_column does not combine with ld_alpha or use_weighting")
+        got = f"loss_type={list(args.loss_type)} (loss_weights={args.loss_weights})"
+    elif args.f_divergence_type != "reverse_kl":
+        got = f"f_divergence_type={args.f_divergence_type!r}"
+    elif args.ld_alpha is not None or args.use_weighting:
+        got = f"ld_alpha={args.ld_alpha}, use_weighting={args.use_weighting}"
+    else:
+        return
+    raise ValueError(f"{who} needs loss_type='sigmoid' without loss_weights, f_divergence_type='reverse_kl', no "
+                     f"ld_alpha and use_weighting=False (plain sigmoid DPO); got {got}")
 
 
 def check_values(values, column: str, dataset_name: str = "train") -> None:

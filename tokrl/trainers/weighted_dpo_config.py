@@ -7,16 +7,15 @@ from typing import Any
 
 from trl import DPOConfig
 
-from tokrl.trainers.device_defaults import resolve_device_defaults
 from tokrl.trainers.pair_weights import check_config as check_pair_weight_config
-from tokrl.trainers.token_dump_config import TokenDumpConfig
+from tokrl.trainers.shared_config import SharedConfig
 
 
 @dataclass
-class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
+class WeightedDPOConfig(SharedConfig, DPOConfig):
     r"""
-    Configuration for [`WeightedDPOTrainer`]: every field of TRL's `DPOConfig`, the token-dump fields of
-    `TokenDumpConfig` (`token_dump_steps`, `token_dump_samples`: `tokrl inspect` renders the dump), plus:
+    Configuration for [`WeightedDPOTrainer`]: every field of TRL's `DPOConfig`, the fields of `SharedConfig`
+    (`token_dump_steps`, `token_dump_samples`: `tokrl inspect` renders the dump; device defaults), plus:
 
     > Parameters that control token weighting
 
@@ -30,10 +29,6 @@ class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
         Dataset column with one weight per preference pair (a finite number >= 0): the loss is the mean over the
         batch of `w_i * -log sigma(beta * margin_i)` (all weights 1 is TRL's DPO). Needs `loss_type="sigmoid"`.
         Composes with per-token weights, which act inside the margins.
-
-    `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present; on a
-    CPU bf16 autocast where the CPU has native bf16 (fp32 elsewhere) and no checkpointing
-    (`tokrl/trainers/device_defaults.py`).
     """
 
     weighting: Any = field(
@@ -48,15 +43,7 @@ class WeightedDPOConfig(TokenDumpConfig, DPOConfig):
         metadata={"help": "Dataset column with one weight >= 0 per pair; the loss is the weighted mean of the "
                           "per-pair sigmoid losses. None = unweighted."},
     )
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator or a native-bf16 CPU."}
-    )
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on a CPU."}
-    )
 
     def __post_init__(self):
-        resolve_device_defaults(self)
         super().__post_init__()
-        self.check_token_dump()
         check_pair_weight_config(self)

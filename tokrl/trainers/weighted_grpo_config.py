@@ -7,8 +7,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
-from tokrl.trainers.device_defaults import resolve_device_defaults
-from tokrl.trainers.token_dump_config import TokenDumpConfig
+from tokrl.trainers.shared_config import SharedConfig
 from tokrl.weighting import build_shaper, build_weighter
 from tokrl.weighting.base import rollout_weighters
 
@@ -24,10 +23,10 @@ MOVED_FIELDS = {
 
 
 @dataclass
-class WeightedGRPOConfig(TokenDumpConfig, GRPOConfig):
+class WeightedGRPOConfig(SharedConfig, GRPOConfig):
     r"""
-    Configuration for [`WeightedGRPOTrainer`]: every field of TRL's `GRPOConfig`, the token-dump fields of
-    `TokenDumpConfig` (`token_dump_steps`, `token_dump_samples`), plus:
+    Configuration for [`WeightedGRPOTrainer`]: every field of TRL's `GRPOConfig`, the fields of `SharedConfig`
+    (`token_dump_steps`, `token_dump_samples`, device defaults of `bf16` and `gradient_checkpointing`), plus:
 
     > Parameters that control token weighting
 
@@ -55,10 +54,6 @@ class WeightedGRPOConfig(TokenDumpConfig, GRPOConfig):
         no-grad forward. `"forward"`: never capture during generation (TRL's pass or the extra forward).
         Rollout weighters need whole prompt groups on each process: per_device_train_batch_size *
         steps_per_generation must be a multiple of num_generations.
-
-    `bf16` and `gradient_checkpointing` default to `None`: TRL's GPU defaults when an accelerator is present; on a
-    CPU bf16 autocast where the CPU has native bf16 (fp32 elsewhere) and no checkpointing
-    (`tokrl/trainers/device_defaults.py`).
     """
 
     moved_fields = MOVED_FIELDS  # not a field: old keys a recipe loader names in its error
@@ -84,15 +79,8 @@ class WeightedGRPOConfig(TokenDumpConfig, GRPOConfig):
         default="auto",
         metadata={"help": "'auto' (TRL's old-logprob pass, else generation, else an extra forward) or 'forward'."},
     )
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; None = on with an accelerator or a native-bf16 CPU."}
-    )
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Gradient checkpointing; None = on with an accelerator, off on a CPU."}
-    )
 
     def __post_init__(self):
-        resolve_device_defaults(self)
         if self.num_generations is not None and self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (GRPO compares completions within a group), "
                              f"got {self.num_generations}")
@@ -104,7 +92,6 @@ class WeightedGRPOConfig(TokenDumpConfig, GRPOConfig):
                 "weight_normalizer='selected' is not defined for loss_type='luspo' (it sums tokens per sequence "
                 "without a token-count denominator); use weight_normalizer='all' or another loss_type"
             )
-        self.check_token_dump()
         if self.rollout_state_source not in STATE_SOURCES:
             raise ValueError(f"rollout_state_source must be one of {STATE_SOURCES}, got {self.rollout_state_source!r}")
         if self.token_advantage not in TOKEN_ADVANTAGES:
