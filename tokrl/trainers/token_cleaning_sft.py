@@ -33,10 +33,10 @@ from trl import SFTTrainer
 
 from tokrl.model_head import HiddenStateCapture, completion_hidden_states
 from tokrl.trainers.token_cleaning_tokens import check_token_columns, tokenize_sft_row, truncation_slice
+from tokrl.trainers.token_columns import pad_rows
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 from tokrl.trainers.weight_logging import WeightLogging
-from tokrl.weighting import TokenView, TokenWeighter, build_weighter
-from tokrl.weighting.base import check_needs
+from tokrl.weighting import TokenView, TokenWeighter
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +57,13 @@ class TokenColumnCollator:
         for column in self.columns:
             if column not in examples[0]:
                 continue
-            out = torch.zeros(len(examples), width, dtype=torch.float32)
             for i, example in enumerate(examples):
-                values = example[column]
-                if len(values) != len(example["input_ids"]):
+                if len(example[column]) != len(example["input_ids"]):
                     raise ValueError(
-                        f"per-token column '{column}' of batch example {i} has {len(values)} values for "
+                        f"per-token column '{column}' of batch example {i} has {len(example[column])} values for "
                         f"{len(example['input_ids'])} tokens"
                     )
-                out[i, : len(values)] = torch.as_tensor(values, dtype=torch.float32)
-            batch[column] = out
+            batch[column] = pad_rows([example[column] for example in examples], width)
         return batch
 
 
@@ -187,9 +184,7 @@ class TokenCleaningSFTTrainer(WeightLogging, SFTTrainer):
     def __init__(self, model, args=None, train_dataset=None, eval_dataset=None, *, weighter=None, **kwargs):
         if args is None:
             args = TokenCleaningSFTConfig("tmp_trainer")
-        spec = weighter if weighter is not None else getattr(args, "weighting", None)
-        self.weighter = build_weighter(spec)
-        check_needs(self.weighter, SFT_NEEDS, type(self).__name__)
+        self.use_weighter(weighter, args, SFT_NEEDS)
         self.online = bool(self.weighter.all_needs())
         if getattr(args, "remove_unused_columns", False):
             raise ValueError("set remove_unused_columns=False: the per-token columns must reach the collator")
@@ -240,12 +235,11 @@ class TokenCleaningSFTTrainer(WeightLogging, SFTTrainer):
         return loss
 
     def _log_selection(self, weights, completion_mask, scores) -> None:
-        mode = "train" if self.model.training else "eval"
         kept = weights != 0
         gather = self.accelerator.gather_for_metrics
         n_kept = gather(kept.sum().reshape(1).float()).sum()
         n_resp = gather(completion_mask.sum().reshape(1).float()).sum()
-        self._metrics[mode]["token_cleaning/kept_frac"].append((n_kept / n_resp.clamp(min=1)).item())
+        self.log_metric("token_cleaning/kept_frac", (n_kept / n_resp.clamp(min=1)).item())
         if scores is not None:
             s_kept = gather((scores * kept).sum().reshape(1).float()).sum()
-            self._metrics[mode]["token_cleaning/kept_score_mean"].append((s_kept / n_kept.clamp(min=1)).item())
+            self.log_metric("token_cleaning/kept_score_mean", (s_kept / n_kept.clamp(min=1)).item())

@@ -21,12 +21,16 @@ from collections.abc import Sequence
 from trl.data_utils import _tokenize, common_prefix_length, is_conversational
 
 
+def _at(row: int | None) -> str:
+    """The error prefix naming the row, when there is one."""
+    return f"row {row}: " if row is not None else ""
+
+
 def split_messages(messages: list[dict], row: int | None = None) -> tuple[list[dict], list[dict]]:
     """(prompt, completion) of a `messages` conversation: the completion is its last assistant turn."""
     last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
     if last is None or last == 0:
-        where = f"row {row}: " if row is not None else ""
-        raise ValueError(f"{where}column 'messages' needs an assistant turn after at least one other turn")
+        raise ValueError(f"{_at(row)}column 'messages' needs an assistant turn after at least one other turn")
     return messages[:last], [messages[last]]
 
 
@@ -37,8 +41,7 @@ def tokenize_sft_row(example: dict, tokenizer, chat_template: str | None = None,
         prompt, completion = split_messages(example["messages"], row)
         example = {**example, "prompt": prompt, "completion": completion}
     if "prompt" not in example or "completion" not in example:
-        where = f"row {row}: " if row is not None else ""
-        raise ValueError(f"{where}an SFT row needs 'prompt' and 'completion' columns (or 'messages')")
+        raise ValueError(f"{_at(row)}an SFT row needs 'prompt' and 'completion' columns (or 'messages')")
     kwargs = {"chat_template": chat_template}
     if is_conversational(example):
         tools = example.get("tools")
@@ -53,8 +56,7 @@ def tokenize_sft_row(example: dict, tokenizer, chat_template: str | None = None,
         ids = _tokenize(tokenizer, example["prompt"] + completion, **kwargs)["input_ids"]
     prompt_len = common_prefix_length(prompt_ids, ids)
     if prompt_len == 0:
-        where = f"row {row}: " if row is not None else ""
-        raise ValueError(f"{where}empty prompt after tokenisation; the first response token needs a context")
+        raise ValueError(f"{_at(row)}empty prompt after tokenisation; the first response token needs a context")
     return {"input_ids": list(ids), "completion_mask": [0] * prompt_len + [1] * (len(ids) - prompt_len)}
 
 
@@ -86,6 +88,5 @@ def completion_span(completion_mask: Sequence[int], row: int | None = None) -> i
     n = len(completion_mask)
     start = next((i for i, m in enumerate(completion_mask) if m), n)
     if any(not m for m in completion_mask[start:]):
-        where = f"row {row}: " if row is not None else ""
-        raise ValueError(f"{where}'completion_mask' is not a contiguous tail; cannot split prompt and completion")
+        raise ValueError(f"{_at(row)}'completion_mask' is not a contiguous tail; cannot split prompt and completion")
     return start

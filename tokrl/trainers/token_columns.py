@@ -133,8 +133,7 @@ def end_positions(ids: list[int], end_ids: set[int]) -> int:
 
 def end_token_ids(tokenizer) -> set[int]:
     """The ids that end a completion (the tokenizer's EOS)."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    return {i for i in ids if i is not None}
+    return {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

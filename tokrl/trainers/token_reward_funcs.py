@@ -99,9 +99,8 @@ class TokenRewardFunctions:
 
     def log(self, rewards: torch.Tensor, rewarded: torch.Tensor, mask: torch.Tensor) -> None:
         trainer = self.trainer
-        mode = "train" if trainer.model.training else "eval"
         stats = torch.stack([(rewards * mask).sum(), (rewarded.float() * mask).sum(), mask.float().sum()])
         stats = trainer.accelerator.reduce(stats, reduction="sum") if trainer.accelerator.num_processes > 1 else stats
         total, count, tokens = stats.tolist()
-        trainer._metrics[mode]["token_rewards/mean_per_rewarded_token"].append(total / max(count, 1.0))
-        trainer._metrics[mode]["token_rewards/rewarded_frac"].append(count / max(tokens, 1.0))
+        trainer.log_metric("token_rewards/mean_per_rewarded_token", total / max(count, 1.0))
+        trainer.log_metric("token_rewards/rewarded_frac", count / max(tokens, 1.0))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tokrl.trainers.pair_weights import check_plain_sigmoid
 from tokrl.trainers.weighted_dpo import DPOTokenParts, WeightedDPOTrainer
 from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
 from tokrl.weighting import DatasetColumn, TokenView
@@ -91,21 +92,9 @@ class TREGConfig(WeightedDPOConfig):
             raise ValueError(f"treg_normalize must be one of {NORMALIZERS}, got {self.treg_normalize!r}")
         if not self.treg_reward_column:
             raise ValueError("treg_reward_column must name a per-token column")
-        if list(self.loss_type) != ["sigmoid"] or self.loss_weights not in (None, [1.0]):
-            raise ValueError(
-                f"T-REG's sequence weight w = sigmoid(h_l - h_w) is derived for the sigmoid DPO loss; got loss_type="
-                f"{self.loss_type} (loss_weights={self.loss_weights}); set loss_type='sigmoid'"
-            )
-        for name, bad in (
-            ("f_divergence_type", self.f_divergence_type != "reverse_kl"),
-            ("ld_alpha", self.ld_alpha is not None),
-            ("use_weighting", bool(self.use_weighting)),
-            ("label_smoothing", self.label_smoothing != 0.0),
-        ):
-            if bad:
-                raise ValueError(
-                    f"T-REG is derived for plain sigmoid DPO; {name} changes the loss, leave it at its default"
-                )
+        check_plain_sigmoid(self, "T-REG (its sequence weight w = sigmoid(h_l - h_w))")
+        if self.label_smoothing != 0.0:
+            raise ValueError("T-REG is derived for plain sigmoid DPO; label_smoothing changes the loss, unset it")
         if self.weighting is not None:
             raise ValueError(
                 "T-REG keeps the DPO margin unweighted; 'weighting' must be None (the token rewards come from "
@@ -166,7 +155,6 @@ class TREGTrainer(WeightedDPOTrainer):
         self.log_metric("treg/reg_chosen", gather(reg_chosen.detach()).mean().item())
         self.log_metric("treg/reg_rejected", gather(reg_rejected.detach()).mean().item())
         self.log_metric("treg/seq_weight_mean", gather(w.detach()).mean().item())
-        B = parts.batch_size
-        for side, rows in (("chosen", slice(0, B)), ("rejected", slice(B, None))):
+        for side, rows in parts.sides():
             values = self.gather_flat(rewards[rows][parts.mask[rows].bool()].detach().float())
             self.log_metric(f"treg/token_reward_mean_{side}", values.mean().item() if values.numel() else 0.0)

@@ -1,4 +1,5 @@
-"""What every weighted trainer logs about its weights, written once for GRPO, DPO and SFT.
+"""What every weighted trainer does with its weighter, written once for GRPO, DPO and SFT: build it (`use_weighter`)
+and log its weights:
 
 - TRL metrics: `weights/kept_frac`, `weights/mean`, `std`, `min`, `max` over this step's completion tokens (all
   processes), and every scalar the weighter left in `view.stats` as `weights/<key>`;
@@ -12,15 +13,22 @@ from __future__ import annotations
 import torch
 
 from tokrl.diagnostics.token_dump import TokenDumpCallback
-from tokrl.weighting import TokenView, weight_stats
+from tokrl.weighting import TokenView, build_weighter, weight_stats
+from tokrl.weighting.base import check_needs
 
 
 class WeightLogging:
-    """Mixin for a TRL trainer that has `self.weighter` and `self._metrics` (every TRL trainer has).
+    """Mixin for a TRL trainer (it has `self._metrics`, as every TRL trainer has).
 
-    Call `setup_weight_logging()` after TRL's `__init__` and `record_weights(view, weights, mask)` once per
-    weighted micro-batch.
+    Call `use_weighter(...)`, `setup_weight_logging()` after TRL's `__init__`, and `record_weights(view, weights,
+    mask)` once per weighted micro-batch.
     """
+
+    def use_weighter(self, weighter, args, supported) -> None:
+        """`self.weighter` from `weighter` (an object or a spec), else `args.weighting`, else uniform; a need this
+        trainer cannot fill (`supported`) is a one-line error now, before training."""
+        self.weighter = build_weighter(weighter if weighter is not None else getattr(args, "weighting", None))
+        check_needs(self.weighter, supported, type(self).__name__)
 
     def setup_weight_logging(self) -> None:
         self.last_view: TokenView | None = None
@@ -29,15 +37,20 @@ class WeightLogging:
         if getattr(self.args, "token_dump_steps", 0):
             TokenDumpCallback.attach(self)
 
+    @property
+    def _mode(self) -> str:
+        return "train" if self.model.training else "eval"
+
+    def log_metric(self, key: str, value: float) -> None:
+        """Append one value to TRL's metric `key` of the current mode (averaged and logged by TRL's `log`)."""
+        self._metrics[self._mode][key].append(float(value))
+
     def record_weights(self, view: TokenView, weights: torch.Tensor, mask: torch.Tensor) -> None:
         """Log the statistics of `weights` over `mask`, keep `view` (with `values["weight"]`) for the dump."""
-        mode = "train" if self.model.training else "eval"
         valid = self.gather_flat(weights[mask.bool()].detach().float())
-        for key, value in weight_stats(valid, torch.ones_like(valid)).items():
-            self._metrics[mode][f"weights/{key}"].append(value)
-        for key, value in view.stats.items():
-            self._metrics[mode][f"weights/{key}"].append(value)
-        if mode == "train" and self._tensorboard() is not None:
+        for key, value in [*weight_stats(valid, torch.ones_like(valid)).items(), *view.stats.items()]:
+            self.log_metric(f"weights/{key}", value)
+        if self._mode == "train" and self._tensorboard() is not None:
             self._histogram_values.append(valid.cpu())
         view.values["weight"] = weights
         self.last_view = view

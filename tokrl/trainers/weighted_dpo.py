@@ -39,8 +39,7 @@ from tokrl.trainers import pair_weights as pw
 from tokrl.trainers import token_columns as tc
 from tokrl.trainers.weight_logging import WeightLogging
 from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
-from tokrl.weighting import TokenView, TokenWeighter, Uniform, build_weighter, weight_stats
-from tokrl.weighting.base import check_needs
+from tokrl.weighting import TokenView, TokenWeighter, Uniform, weight_stats
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +66,10 @@ class DPOTokenParts:
     completion_ids: torch.Tensor | None = None  # input_ids[:, 1:], the token each log-prob position scores
     pair_weights: torch.Tensor | None = None  # [B], from `pair_weight_column`
 
-    @property
-    def batch_size(self) -> int:
-        return self.policy_logps.shape[0] // 2
+    def sides(self) -> tuple[tuple[str, slice], tuple[str, slice]]:
+        """("chosen", its rows), ("rejected", its rows)."""
+        half = self.policy_logps.shape[0] // 2
+        return ("chosen", slice(0, half)), ("rejected", slice(half, None))
 
     def logratios(self, weighted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) sequence log-ratios `sum_t w_t (logp - ref)`, `[B]` each, as TRL's DPO loss sees them."""
@@ -84,18 +84,18 @@ class DPOTokenParts:
         return (policy - ref).chunk(2)
 
 
+@dataclass
 class _Pass:
     """State of one compute_loss / compute_ref_log_probs call, filled by the forward hook."""
 
-    def __init__(self, inputs, columns):
-        self.inputs = inputs
-        self.columns = columns  # {name: [2B, L]} token-aligned
-        self.weights: torch.Tensor | None = None  # [2B, L-1]
-        self.captured: list[torch.Tensor] = []  # unweighted log_probs of each fused forward, in call order
-        self.view: TokenView | None = None
-        self.capture_only = False  # our extra reference forward: record log_probs, compute no weights
-        self.ref_logps: torch.Tensor | None = None  # [2B, L-1] from that forward, when the weighter needs them
-        self.hidden: HiddenStateCapture | None = None
+    inputs: dict
+    columns: dict[str, torch.Tensor]  # {name: [2B, L]} token-aligned
+    capture_only: bool = False  # our extra reference forward: record log_probs, compute no weights
+    weights: torch.Tensor | None = None  # [2B, L-1]
+    captured: list[torch.Tensor] = field(default_factory=list)  # unweighted log_probs of each fused forward, in order
+    view: TokenView | None = None
+    ref_logps: torch.Tensor | None = None  # [2B, L-1] from that forward, when the weighter needs them
+    hidden: HiddenStateCapture | None = None
 
 
 class WeightedDPOTrainer(WeightLogging, DPOTrainer):
@@ -115,10 +115,8 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
     def __init__(
         self, model, ref_model=None, args=None, *pargs, weighter: TokenWeighter | dict | str | None = None, **kwargs
     ):
-        spec = weighter if weighter is not None else getattr(args, "weighting", None)
-        self.weighter = build_weighter(spec)
+        self.use_weighter(weighter, args, DPO_NEEDS)
         self.uniform = type(self.weighter) is Uniform
-        check_needs(self.weighter, DPO_NEEDS, type(self).__name__)
         self.column_names = tuple(
             dict.fromkeys(tuple(self.weighter.all_columns()) + tuple(self.extra_column_names(args)))
         )
@@ -131,17 +129,15 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
             if self._is_vision_dataset:
                 raise ValueError("per-token columns are not supported for vision datasets")
             for name, dataset in self._datasets():
-                if isinstance(dataset, Dataset):  # an IterableDataset is checked row by row in the collator
-                    tc.check_columns(dataset, self.column_names, self.args.max_length, self.args.truncation_mode, name)
-                    tc.check_metadata(dataset, self._tokenizer, self.expected_metadata())
+                tc.check_columns(dataset, self.column_names, self.args.max_length, self.args.truncation_mode, name)
+                tc.check_metadata(dataset, self._tokenizer, self.expected_metadata())
             self.data_collator = tc.PairColumnCollator(
                 self.data_collator, self.column_names, self.args.max_length, self.args.truncation_mode
             )
         self.pair_weight_column = getattr(self.args, "pair_weight_column", None)
         if self.pair_weight_column:
             for name, dataset in self._datasets():
-                if isinstance(dataset, Dataset):
-                    pw.check_dataset(dataset, self.pair_weight_column, name)
+                pw.check_dataset(dataset, self.pair_weight_column, name)
             self.data_collator = pw.PairWeightCollator(self.data_collator, self.pair_weight_column)
         self._register_hooks()
         self.setup_weight_logging()
@@ -171,25 +167,22 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
             raise ValueError("ld_alpha (LD-DPO) splits token-weighted sums by position; unset ld_alpha")
 
     def _datasets(self):
-        if self.train_dataset is not None:
-            yield "train", self.train_dataset
-        if isinstance(self.eval_dataset, dict):
-            yield from self.eval_dataset.items()
-        elif self.eval_dataset is not None:
-            yield "eval", self.eval_dataset
+        """(name, dataset) of the train and eval `Dataset`s, checked up front (an IterableDataset is checked row by
+        row in the collator)."""
+        evals = self.eval_dataset.items() if isinstance(self.eval_dataset, dict) else [("eval", self.eval_dataset)]
+        for name, dataset in [("train", self.train_dataset), *evals]:
+            if isinstance(dataset, Dataset):
+                yield name, dataset
 
     def _set_signature_columns_if_needed(self):
         # Keep the per-token columns through `remove_unused_columns` (TRL 1.16 keeps only prompt/chosen/rejected
         # ids and the ref log-probs; pinned by a test).
         super()._set_signature_columns_if_needed()
-        column = getattr(self.args, "pair_weight_column", None)
-        if column and column not in self._signature_columns:
-            self._signature_columns.append(column)
-        for name in self.column_names:
-            for side in tc.SIDES:
-                column = tc.side_column(side, name)
-                if column not in self._signature_columns:
-                    self._signature_columns.append(column)
+        pair_column = getattr(self.args, "pair_weight_column", None)
+        token_columns = [tc.side_column(side, name) for name in self.column_names for side in tc.SIDES]
+        for column in [c for c in (pair_column, *token_columns) if c]:
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
 
     # ---- the forward hook -------------------------------------------------------------------------------------
 
@@ -261,9 +254,7 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
         if not getattr(self, "_logged_ref_pass", False):
             self._logged_ref_pass = True
             logger.info("the weighter needs ref_logps: one extra reference forward per batch")
-        state = _Pass(inputs, {})
-        state.capture_only = True
-        self._pass = state
+        state = self._pass = _Pass(inputs, {}, capture_only=True)
         try:
             DPOTrainer.compute_ref_log_probs(self, self.ref_model if self.ref_model is not None else self.model,
                                              dict(inputs))
@@ -342,13 +333,6 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
-    @property
-    def _mode(self) -> str:
-        return "train" if self.model.training else "eval"
-
-    def log_metric(self, key: str, value: float) -> None:
-        self._metrics[self._mode][key].append(float(value))
-
     def log_weights(self, parts: DPOTokenParts, state: _Pass, inputs) -> None:
         """The shared weight statistics, token dump and histograms (`WeightLogging`), plus per-side statistics."""
         if state.view is not None:
@@ -358,8 +342,7 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
             self.last_prompt = (inputs["input_ids"], prompt_mask)
         if self.uniform:
             return
-        B = parts.batch_size
-        for side, rows in (("chosen", slice(0, B)), ("rejected", slice(B, None))):
+        for side, rows in parts.sides():
             valid = parts.mask[rows].bool()
             values = self.gather_flat(parts.weights[rows][valid].detach().float())
             for key, value in weight_stats(values, torch.ones_like(values)).items():

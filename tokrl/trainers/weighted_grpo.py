@@ -39,8 +39,8 @@ from tokrl.trainers.rollout import GenerationCapture, OldPassCapture, unembeddin
 from tokrl.trainers.token_reward_funcs import TokenRewardFunctions
 from tokrl.trainers.weight_logging import WeightLogging
 from tokrl.trainers.weighted_grpo_config import WeightedGRPOConfig
-from tokrl.weighting import KNOWN_NEEDS, TokenView, TokenWeighter, build_shaper, build_weighter
-from tokrl.weighting.base import check_needs, rollout_weighters
+from tokrl.weighting import KNOWN_NEEDS, TokenView, TokenWeighter, build_shaper
+from tokrl.weighting.base import rollout_weighters
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,10 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
 
     def __init__(self, *args, weighter: TokenWeighter | dict | str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        spec = weighter if weighter is not None else getattr(self.args, "weighting", None)
-        self.weighter = build_weighter(spec)
-        check_needs(self.weighter, KNOWN_NEEDS, type(self).__name__)
+        self.use_weighter(weighter, self.args, KNOWN_NEEDS)
         self.rollout_weighters = rollout_weighters(self.weighter)
         rollout_needs = frozenset().union(*(w.all_needs() for w in self.rollout_weighters))
-        loss_needs = self.weighter.all_needs() - rollout_needs if self.rollout_weighters else self.weighter.all_needs()
+        loss_needs = self.weighter.all_needs() - rollout_needs
         if "unembedding" in loss_needs:
             raise ValueError(f"{type(self).__name__} gives 'unembedding' only to rollout weighters (rollout = True)")
         self._rollout_needs = rollout_needs
@@ -79,15 +77,11 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
         self.shaper = build_shaper(getattr(self.args, "advantage_shaping", None))
         self.token_rewards = TokenRewardFunctions(self, getattr(self.args, "token_advantage", "process"))
         self.weight_normalizer = getattr(self.args, "weight_normalizer", "all")
-        if self.weight_normalizer == "selected" and self.loss_type == "luspo":
-            raise ValueError("weight_normalizer='selected' is not defined for loss_type='luspo'")
         # TRL calls our get_high_entropy_mask only when top_entropy_quantile < 1; keep the user's value for
         # composing TRL's own mask, and set the attribute TRL reads so the hook always fires.
         self.trl_top_entropy_quantile = self.top_entropy_quantile
         self.top_entropy_quantile = -1.0
-        self._batch = None
-        self._logps = None
-        self._capture = None
+        self._batch, self._logps, self._capture = None, None, None  # the loss being computed: see _compute_loss
         self.setup_weight_logging()
 
     # ---- hooks into TRL -------------------------------------------------------------------------------------
@@ -98,9 +92,7 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
         wants_hidden = "hidden_states" in self.weighter.all_needs()
         self._capture = HiddenStateCapture(model) if wants_hidden else None
         try:
-            if self._capture is None:
-                return super()._compute_loss(model, inputs)
-            with self._capture:
+            with self._capture if self._capture is not None else contextlib.nullcontext():
                 return super()._compute_loss(model, inputs)
         finally:
             self._batch, self._logps, self._capture = None, None, None
@@ -192,9 +184,9 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
         ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         length = output["completion_ids"].size(1)
-        mode = "train" if self.model.training else "eval"
-        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+        args = self.args
+        batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
             with HiddenStateCapture(self.model, only_grad=False) as hooks:
                 logps, ents, _ = super()._get_per_token_logps_and_entropies(
                     self.model, ids, attention, length, batch_size=batch_size, compute_entropy=entropies
@@ -218,8 +210,7 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
                                               output["completion_ids"][mask.bool()], all_rows)
         from_generation = generation.aligned(*output["completion_ids"].shape) if generation is not None else None
         old = output.get("old_per_token_logps")
-        entropies = None
-        if capture is not None and capture.logps is not None and old is not None and capture.logps is old:
+        if capture is not None and old is not None and capture.logps is old:
             hidden, logps, entropies, path = capture.hidden, old, capture.entropies, "reused"
         elif from_generation is not None:
             hidden, lse, entropies = from_generation
@@ -276,12 +267,11 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
             view.stats = {}
             output[w.carry_column] = w(view)
             name = getattr(w, "registry_name", type(w).__name__.lower())
-            metrics = self._metrics[mode]
             for key, value in view.stats.items():
-                metrics[f"{name}/{key}"].append(value)
-            metrics[f"{name}/extra_pass"].append(1.0 if path == "extra" else 0.0)
-            metrics[f"{name}/from_generation"].append(1.0 if path == "generation" else 0.0)
-            metrics[f"{name}/seconds"].append(time.perf_counter() - start)
+                self.log_metric(f"{name}/{key}", value)
+            self.log_metric(f"{name}/extra_pass", path == "extra")
+            self.log_metric(f"{name}/from_generation", path == "generation")
+            self.log_metric(f"{name}/seconds", time.perf_counter() - start)
         for key, value in view.values.items():
             output[f"tokrl_{key}"] = value
 
