@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from tokrl.weighting.view import TokenView
+from tokrl.weighting.view import TokenView, ViewReader
 
 logger = logging.getLogger(__name__)
 _WARNED: set[str] = set()
@@ -25,8 +25,7 @@ def check_needs(weighter: "TokenWeighter", supported, trainer: str) -> None:
             raise ValueError(f"weighter {weighter!r} needs '{name}', which is not a known need "
                              f"({', '.join(sorted(KNOWN_NEEDS))})")
         if name not in supported:
-            raise ValueError(f"{trainer} cannot give weighter {type(weighter).__name__} its need "
-                             f"'{name}'; "
+            raise ValueError(f"{trainer} cannot give weighter {type(weighter).__name__} its need '{name}'; "
                              f"it fills: {', '.join(sorted(supported))} and per-token columns")
 
 
@@ -41,8 +40,8 @@ def rollout_weighters(weighter: "TokenWeighter") -> list["TokenWeighter"]:
     return found
 
 
-class TokenWeighter:
-    """Base class. Subclasses set `needs` and implement `weigh(view) -> [B, T]`.
+class TokenWeighter(ViewReader):
+    """Base class. Subclasses set `needs` (and `columns`) and implement `weigh(view) -> [B, T]`.
 
     `__call__` enforces the contract so subclasses need not: the result is detached, float, shaped like the
     mask, finite, and zero outside the mask. Non-finite weights (e.g. a NaN in a precomputed column) become 0, with
@@ -50,9 +49,6 @@ class TokenWeighter:
     accelerator or model: everything it reads comes through the view.
     """
 
-    needs: frozenset[str] = frozenset()
-    #: per-token data columns this weighter reads from `view.columns` (offline weighters)
-    columns: tuple[str, ...] = ()
     #: True: the weights need the whole generation batch, groups intact (group statistics, rewards, group_ids).
     #: A GRPO trainer then calls the weighter once per generation batch, before TRL shuffles and splits it, and
     #: carries the weights to the loss as the batch column `carry_column`; at loss time `carried()` reads them.
@@ -74,13 +70,6 @@ class TokenWeighter:
     def weigh(self, view: TokenView) -> torch.Tensor:
         raise NotImplementedError
 
-    def all_needs(self) -> frozenset[str]:
-        """Needs of this weighter and of any weighter it wraps."""
-        return frozenset(self.needs)
-
-    def all_columns(self) -> tuple[str, ...]:
-        return tuple(self.columns)
-
     def __call__(self, view: TokenView) -> torch.Tensor:
         mask = view.mask
         carried = view.columns.get(self.carry_column) if self.rollout else None
@@ -98,10 +87,6 @@ class TokenWeighter:
                                "(this warning is shown once)", name, int(bad.sum()), int(mask.sum()))
         w = torch.where(torch.isfinite(w), w, torch.zeros_like(w))
         return w * mask
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
 
 
 def weight_stats(weights: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:

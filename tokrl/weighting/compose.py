@@ -10,6 +10,9 @@ from tokrl.weighting.view import TokenView
 
 
 class _Wrapper(TokenWeighter):
+    def _inner(self):
+        return [self.weighter]
+
     def all_needs(self) -> frozenset[str]:
         return frozenset(self.needs).union(*(w.all_needs() for w in self._inner()))
 
@@ -47,9 +50,6 @@ class Clip(_Wrapper):
         self.min = min
         self.max = max
 
-    def _inner(self):
-        return [self.weighter]
-
     def weigh(self, view: TokenView) -> torch.Tensor:
         return self.weighter(view).clamp(min=self.min, max=self.max)
 
@@ -66,9 +66,6 @@ class Normalize(_Wrapper):
             raise ValueError(f"normalize: scope must be 'batch' or 'global', got {scope!r}")
         self.weighter = weighter
         self.scope = scope
-
-    def _inner(self):
-        return [self.weighter]
 
     def weigh(self, view: TokenView) -> torch.Tensor:
         w = self.weighter(view)

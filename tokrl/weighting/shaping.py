@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from tokrl.weighting.view import TokenView
+from tokrl.weighting.view import TokenView, ViewReader
 
 
-class AdvantageShaper:
+class AdvantageShaper(ViewReader):
     """Base class. Subclasses set `needs` (always including "advantages") and implement `shape(view) -> [B, T]`.
 
     `__call__` checks the contract: the result is detached, float, shaped like the mask, finite on completion
@@ -21,16 +21,9 @@ class AdvantageShaper:
     """
 
     needs: frozenset[str] = frozenset({"advantages"})
-    columns: tuple[str, ...] = ()
 
     def shape(self, view: TokenView) -> torch.Tensor:
         raise NotImplementedError
-
-    def all_needs(self) -> frozenset[str]:
-        return frozenset(self.needs)
-
-    def all_columns(self) -> tuple[str, ...]:
-        return tuple(self.columns)
 
     @staticmethod
     def token_advantages(view: TokenView) -> torch.Tensor:
@@ -49,7 +42,3 @@ class AdvantageShaper:
         if not torch.isfinite(adv[mask.bool()]).all():
             raise ValueError(f"{type(self).__name__} returned non-finite advantages on completion tokens")
         return torch.where(mask.bool(), adv, torch.zeros_like(adv))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"

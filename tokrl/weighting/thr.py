@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokrl.weighting.base import TokenWeighter
+from tokrl.weighting.base import TokenWeighter, rollout_weighters
 from tokrl.weighting.registry import register_weighter
 from tokrl.weighting.unembedding import Unembedding
 from tokrl.weighting.view import TokenView
@@ -297,16 +297,5 @@ class NTHRWeighter(THRWeighter):
 
 
 def find_thr_weighter(weighter: TokenWeighter) -> THRWeighter | None:
-    """The (single) THR weighter inside a possibly composed weighter, or None."""
-    found = []
-
-    def walk(w):
-        if isinstance(w, THRWeighter):
-            found.append(w)
-        for inner in getattr(w, "_inner", lambda: [])():
-            walk(inner)
-
-    walk(weighter)
-    if len(found) > 1:
-        raise ValueError("a weighting spec may contain only one 'thr'/'nthr' weighter")
-    return found[0] if found else None
+    """The (single: they share one carried column) THR weighter inside a possibly composed weighter, or None."""
+    return next((w for w in rollout_weighters(weighter) if isinstance(w, THRWeighter)), None)

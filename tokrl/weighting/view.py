@@ -1,4 +1,5 @@
-"""`TokenView`: everything a weighter may read about one batch, aligned on the completion tokens."""
+"""`TokenView`: everything a weighter may read about one batch, aligned on the completion tokens, and `ViewReader`,
+what weighters and advantage shapers share: the fields and columns of the view they read."""
 
 from __future__ import annotations
 
@@ -54,3 +55,22 @@ class TokenView:
                 f"TokenView has no '{name}': the weighter must list it in `needs` and the trainer must provide it"
             )
         return value
+
+
+class ViewReader:
+    """Base of weighters and advantage shapers: which view fields (`needs`) and data columns (`columns`) it reads."""
+
+    needs: frozenset[str] = frozenset()
+    #: per-token data columns read from `view.columns` (offline weighters)
+    columns: tuple[str, ...] = ()
+
+    def all_needs(self) -> frozenset[str]:
+        """Needs of this reader and of any weighter it wraps."""
+        return frozenset(self.needs)
+
+    def all_columns(self) -> tuple[str, ...]:
+        return tuple(self.columns)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
