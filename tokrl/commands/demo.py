@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tokrl.commands.inspect import inspect
 from tokrl.commands.plot import plot
+from tokrl.diagnostics import METRICS, TOKEN_VALUES, read_metrics, read_token_values
 from tokrl.recipe import RecipeError
 from tokrl.runs import train_recipe
 
@@ -34,22 +35,18 @@ def reward_blocks(run_dir: Path, block: int = 10) -> list[float]:
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    path = run_dir / METRICS
+    return read_metrics(path) if path.is_file() else []
 
 
 def kept_by_token_kind(run_dir: Path) -> dict[str, dict[str, float]]:
     """From the token dumps: how often the weighter kept digit tokens (the answer) vs other tokens."""
-    path = run_dir / "token_values.jsonl"
+    path = run_dir / TOKEN_VALUES
     counts = {"digits": [0, 0, 0.0], "other": [0, 0, 0.0]}  # kept, total, entropy sum
     if not path.is_file():
         return {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        pieces, values = record.get("pieces"), record.get("values", {})
-        weights, entropies = values.get("weight"), values.get("entropy")
+    for record in read_token_values(path):
+        pieces, weights, entropies = record["pieces"], record["values"].get("weight"), record["values"].get("entropy")
         if not pieces or weights is None:
             continue
         for i, (piece, weight) in enumerate(zip(pieces, weights)):

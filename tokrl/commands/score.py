@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tokrl.pipelines.cdpo import run_cdpo
-from tokrl.pipelines.treg import run_treg
+from tokrl.runs import PIPELINES as RUNNERS
 
 HELP = "run a pipeline up to its scoring stage: tokrl score {cdpo,treg} RECIPE.yaml [key=value ...]"
 PIPELINES = ("cdpo", "treg")
@@ -20,7 +19,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    run_pipeline = {"cdpo": run_cdpo, "treg": run_treg}[args.pipeline]
-    summary = run_pipeline(args.recipe, args.overrides, overwrite=args.overwrite, stop_after="score")
+    summary = RUNNERS[args.pipeline](args.recipe, args.overrides, overwrite=args.overwrite, stop_after="score")
     print(json.dumps(summary, indent=1, default=str))
     return 0

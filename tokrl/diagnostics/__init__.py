@@ -11,15 +11,5 @@ from tokrl.diagnostics.token_dump import (
     token_records,
 )
 
-__all__ = [
-    "METRICS",
-    "RUN_INFO",
-    "TOKEN_VALUES",
-    "MetricsLogCallback",
-    "TokenDumpCallback",
-    "decode_pieces",
-    "dump_tokens",
-    "read_metrics",
-    "read_token_values",
-    "token_records",
-]
+__all__ = ["METRICS", "RUN_INFO", "TOKEN_VALUES", "MetricsLogCallback", "TokenDumpCallback", "decode_pieces",
+           "dump_tokens", "read_metrics", "read_token_values", "token_records"]

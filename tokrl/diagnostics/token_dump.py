@@ -46,12 +46,10 @@ _CONFIG_KEYS = (
 )
 
 
-def _number(x: float) -> float | None:
-    """A JSON-safe float with float32 precision; NaN/inf become null."""
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.7g}")
+def json_number(x: float | None) -> float | None:
+    """A JSON-safe float with float32 precision; None, NaN and inf become null."""
+    x = float(x) if x is not None else math.nan
+    return float(f"{x:.7g}") if math.isfinite(x) else None
 
 
 def decode_pieces(tokenizer, ids: list[int], context: int = 6) -> list[str]:
@@ -81,16 +79,12 @@ def decode_pieces(tokenizer, ids: list[int], context: int = 6) -> list[str]:
     return pieces
 
 
-def _per_token(x, n: int, width: int) -> list | None:
-    """The first n rows of a [B, T] tensor aligned with the completion ids, as lists; None for anything else."""
-    if not hasattr(x, "detach") or x.dim() != 2 or x.size(0) < n or x.size(1) != width:
+def _first_rows(x, n: int, width: int | None = None) -> list | None:
+    """The first n rows of a [B, T] tensor aligned with the completion ids (`width` = T) or of a [B] tensor
+    (`width` None), as lists; None for anything else."""
+    if not hasattr(x, "detach") or x.dim() != (1 if width is None else 2) or x.size(0) < n:
         return None
-    return x[:n].detach().float().cpu().tolist()
-
-
-def _per_sample(x, n: int) -> list | None:
-    """The first n entries of a [B] tensor; None for anything else."""
-    if not hasattr(x, "detach") or x.dim() != 1 or x.size(0) < n:
+    if width is not None and x.size(1) != width:
         return None
     return x[:n].detach().float().cpu().tolist()
 
@@ -111,17 +105,16 @@ def token_records(view, tokenizer, step: int, max_samples: int, prompt=None) -> 
     sources += [(name.removeprefix("tokrl_"), t) for name, t in dict(view.columns).items()]
     sources += list(dict(view.values).items())
     for name, tensor in sources:
-        rows = _per_token(tensor, n, width)
+        rows = _first_rows(tensor, n, width)
         if rows is not None:
             per_token[name] = rows
     advantages = getattr(view, "advantages", None)
-    adv = _per_sample(advantages, n)
-    if adv is not None:
-        per_token.setdefault("advantage", [[a] * width for a in adv])
-    elif _per_token(advantages, n, width) is not None:
-        per_token.setdefault("advantage", _per_token(advantages, n, width))
-    rewards = _per_sample(getattr(view, "rewards", None), n)
-    stats = {k: _number(v.item() if hasattr(v, "item") else v) for k, v in dict(view.stats).items()
+    adv = _first_rows(advantages, n)
+    adv_rows = [[a] * width for a in adv] if adv is not None else _first_rows(advantages, n, width)
+    if adv_rows is not None:
+        per_token.setdefault("advantage", adv_rows)
+    rewards = _first_rows(getattr(view, "rewards", None), n)
+    stats = {k: json_number(v.item() if hasattr(v, "item") else v) for k, v in dict(view.stats).items()
              if isinstance(v, (int, float)) or getattr(v, "numel", lambda: 0)() == 1}
 
     records = []
@@ -133,15 +126,15 @@ def token_records(view, tokenizer, step: int, max_samples: int, prompt=None) -> 
             "sample": b,
             "pieces": decode_pieces(tokenizer, token_ids),
             "ids": token_ids,
-            "values": {name: [_number(rows[b][t]) for t in keep] for name, rows in per_token.items()},
+            "values": {name: [json_number(rows[b][t]) for t in keep] for name, rows in per_token.items()},
             "stats": stats,
         }
         if adv is not None:
-            record["advantage"] = _number(adv[b])
+            record["advantage"] = json_number(adv[b])
         elif len(set(record["values"].get("advantage", []))) == 1:  # a sequence-level advantage
             record["advantage"] = record["values"]["advantage"][0]
         if rewards is not None:
-            record["reward"] = _number(rewards[b])
+            record["reward"] = json_number(rewards[b])
         if prompt is not None and tokenizer is not None:
             p_ids, p_mask = prompt
             p = [int(i) for i, m in zip(p_ids[b].tolist(), p_mask[b].tolist()) if m]
@@ -229,10 +222,6 @@ def run_info(trainer) -> dict:
     model = getattr(trainer, "model", None)
     config = getattr(model, "config", None)
     tokenizer = getattr(trainer, "processing_class", None)
-    try:
-        trl_version = trl.__version__
-    except Exception:  # pragma: no cover - trl is a hard dependency
-        trl_version = None
     return {
         "method": type(trainer).__name__,
         "weighter": repr(getattr(trainer, "weighter", None)) if getattr(trainer, "weighter", None) else None,
@@ -240,7 +229,7 @@ def run_info(trainer) -> dict:
         "tokenizer": _model_name(getattr(tokenizer, "name_or_path", None)),
         "output_dir": str(args.output_dir),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "trl_version": trl_version,
+        "trl_version": trl.__version__,
         "config": config_summary(args),
     }
 

@@ -218,19 +218,11 @@ def choose_initial(names: list[str], requested: str | None) -> str:
 
 def build_payload(samples: list[dict], meta: dict, initial: str | None = None, page_size: int = 20) -> dict:
     """The JSON embedded in the page: samples in compact form, one colour scale per value name."""
-    names: list[str] = []
-    for s in samples:
-        for name in s["values"]:
-            if name not in names:
-                names.append(name)
+    names = list(dict.fromkeys(name for s in samples for name in s["values"]))
     if not names:
         raise ValueError("no per-token values to show")
     scales = {n: value_scale(v for s in samples for v in s["values"].get(n, [])) for n in names}
-    groups = []
-    for s in samples:
-        g = s.get("group")
-        if g is not None and str(g) not in groups:
-            groups.append(str(g))
+    groups = list(dict.fromkeys(str(s["group"]) for s in samples if s.get("group") is not None))
     compact = []
     for s in samples:
         n = len(s["pieces"])

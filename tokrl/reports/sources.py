@@ -22,7 +22,6 @@ dir; without one, tokens show as `<id>`.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import datasets
 from transformers import AutoTokenizer
 
 from tokrl.diagnostics.metrics_log import METRICS, read_metrics
-from tokrl.diagnostics.token_dump import RUN_INFO, TOKEN_VALUES, decode_pieces, read_token_values
+from tokrl.diagnostics.token_dump import RUN_INFO, TOKEN_VALUES, decode_pieces, json_number, read_token_values
 from tokrl.models import resolve_model_path, tiny_tokenizer
 from tokrl.pipelines.stage import MANIFEST as STAGE_MANIFEST
 from tokrl.pipelines.stage import load_stage
@@ -79,11 +78,7 @@ def load_run(path: Path, max_samples: int) -> tuple[list[dict], dict]:
     steps = sorted({r.get("step") for r in records if r.get("step") is not None})
     summary = {
         "source": str(path),
-        "method": run_info.get("method"),
-        "weighter": run_info.get("weighter"),
-        "model": run_info.get("model"),
-        "tokenizer": run_info.get("tokenizer"),
-        "created": run_info.get("created"),
+        **{key: run_info.get(key) for key in ("method", "weighter", "model", "tokenizer", "created")},
         "samples": f"{len(records)} of {total}" if total > len(records) else str(total),
         "steps": f"{steps[0]} to {steps[-1]} ({len(steps)} dumps)" if steps else None,
     }
@@ -140,22 +135,12 @@ def _is_number(x) -> bool:
 
 def _list_kind(values: list) -> str | None:
     """'ints', 'numbers' or None for a column of per-row lists (None entries skipped)."""
-    kind = None
-    for row in values:
-        if row is None:
-            continue
-        if not isinstance(row, list):
-            return None
-        for x in row:
-            if x is None:
-                continue
-            if not _is_number(x):
-                return None
-            if isinstance(x, float) or isinstance(x, bool):
-                kind = "numbers"
-            elif kind is None:
-                kind = "ints"
-    return kind or "ints"
+    if not all(row is None or isinstance(row, list) for row in values):
+        return None
+    items = [x for row in values if row is not None for x in row if x is not None]
+    if not all(_is_number(x) for x in items):
+        return None
+    return "numbers" if any(isinstance(x, (float, bool)) for x in items) else "ints"
 
 
 def _prefix(name: str) -> str:
@@ -196,13 +181,6 @@ def _value_name(column: str, ids_column: str) -> str:
     if ids_column not in GENERIC_IDS and p and column.startswith(p + "_"):
         return column[len(p) + 1 :]
     return column
-
-
-def _number(x):
-    if x is None:
-        return None
-    x = float(x)
-    return float(f"{x:.7g}") if math.isfinite(x) else None
 
 
 def _prompt_text(value) -> str | None:
@@ -273,9 +251,9 @@ def _metadata(path: Path, ds) -> dict:
         meta.update({k: v for k, v in config.items() if not isinstance(v, (dict, list))})
         meta.update(m.get("metadata") or {})
         meta["stage"] = m.get("stage")
-    for candidate in (path / META_FILE if path.is_dir() else path.with_name(META_FILE),):
-        if candidate.is_file():
-            meta.update(json.loads(candidate.read_text()))
+    meta_file = path / META_FILE if path.is_dir() else path.with_name(META_FILE)
+    if meta_file.is_file():
+        meta.update(json.loads(meta_file.read_text()))
     description = getattr(getattr(ds, "info", None), "description", None)
     if description:
         try:
@@ -322,8 +300,7 @@ def load_dataset_source(path: Path, max_samples: int, tokenizer: str | None, spl
         except json.JSONDecodeError:
             pass
     tok, tok_name = find_tokenizer(path, meta, tokenizer)
-    derived = preference_ids(columns, tok)
-    columns.update(derived)
+    columns.update(preference_ids(columns, tok))
     pairs, unpaired = pair_columns(columns)
     if not pairs:
         hint = " (preference data without '*_token_ids' columns needs --tokenizer)" if tok is None and \
@@ -337,33 +314,26 @@ def load_dataset_source(path: Path, max_samples: int, tokenizer: str | None, spl
     scalars = [c for c, vals in columns.items() if all(v is None or _is_number(v) for v in vals) and
                any(v is not None for v in vals)]
     prompt_col = next((c for c in ("prompt", "question") if c in columns), None)
-    samples = []
+    found = []  # (row, ids column, values); at most max_samples are decoded
     for r in range(len(rows)):
         for ids_col, value_cols in pairs.items():
-            ids = columns[ids_col][r]
-            if ids is None:
-                continue
-            values = {}
-            for v in value_cols:
-                row = columns[v][r]
-                if row is not None:
-                    values[_value_name(v, ids_col)] = [_number(x) for x in row]
-            if not values:
-                continue
-            group = _prefix(ids_col) if ids_col not in GENERIC_IDS else ids_col
-            samples.append({
-                "label": f"row {r} \u00b7 {group}",
-                "pieces": decode_pieces(tok, ids),
-                "ids": [int(i) for i in ids],
-                "values": values,
-                "info": {c: _number(columns[c][r]) for c in scalars},
-                "prompt": _prompt_text(columns[prompt_col][r]) if prompt_col else None,
-                "group": group,
-            })
-            if len(samples) >= max_samples:
-                break
-        if len(samples) >= max_samples:
-            break
+            values = {_value_name(v, ids_col): [json_number(x) for x in columns[v][r]]
+                      for v in value_cols if columns[v][r] is not None}
+            if columns[ids_col][r] is not None and values:
+                found.append((r, ids_col, values))
+    samples = []
+    for r, ids_col, values in found[:max_samples]:
+        ids = columns[ids_col][r]
+        group = _prefix(ids_col) if ids_col not in GENERIC_IDS else ids_col
+        samples.append({
+            "label": f"row {r} \u00b7 {group}",
+            "pieces": decode_pieces(tok, ids),
+            "ids": [int(i) for i in ids],
+            "values": values,
+            "info": {c: json_number(columns[c][r]) for c in scalars},
+            "prompt": _prompt_text(columns[prompt_col][r]) if prompt_col else None,
+            "group": group,
+        })
     summary = {
         "source": str(path) + (f" [{split}]" if split else ""),
         "rows": f"{len(rows)} of {n_rows}" if n_rows > len(rows) else str(n_rows),

@@ -11,12 +11,13 @@ from trl.models.utils import unwrap_model_for_generation
 
 from tokrl.console import say
 from tokrl.data.dataset import build_data, data_spec, is_local
+from tokrl.diagnostics import METRICS, MetricsLogCallback
 from tokrl.evaluation import check_eval_settings, evaluate, headline
 from tokrl.models import load_model, recipe_model_source
 from tokrl.pipelines.runner import lora_config
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe, section
 from tokrl.rewards import resolve_rewards
-from tokrl.run_dir import attach_run_callbacks, claim_run_dir, write_run_info
+from tokrl.run_dir import claim_run_dir, write_run_info
 from tokrl.utils import load_object
 from tokrl.weighting import build_weighter
 
@@ -129,7 +130,7 @@ def train_recipe(recipe_path, overrides=(), callbacks=(), *, resume: bool = Fals
     trainer = run["trainer_cls"](model=model, reward_funcs=run["rewards"], args=config, train_dataset=data["train"],
                                  processing_class=tokenizer, peft_config=run["peft_config"],
                                  callbacks=list(callbacks))
-    attach_run_callbacks(trainer, run_dir)
+    MetricsLogCallback.attach(trainer, run_dir / METRICS)  # token dumps are attached by the trainers themselves
     t0 = time.time()
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     summary["train_seconds"] = round(time.time() - t0, 1)
