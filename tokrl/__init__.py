@@ -3,26 +3,16 @@
 __version__ = "0.1.0"
 
 from tokrl.weighting import (  # noqa: E402
+    Clip,
+    EntropyQuantile,
+    Normalize,
+    Product,
     TokenView,
     TokenWeighter,
     Uniform,
-    EntropyQuantile,
-    Product,
-    Clip,
-    Normalize,
     build_weighter,
     register_weighter,
 )
 
-__all__ = [
-    "TokenView",
-    "TokenWeighter",
-    "Uniform",
-    "EntropyQuantile",
-    "Product",
-    "Clip",
-    "Normalize",
-    "build_weighter",
-    "register_weighter",
-    "__version__",
-]
+__all__ = ["TokenView", "TokenWeighter", "Uniform", "EntropyQuantile", "Product", "Clip", "Normalize",
+           "build_weighter", "register_weighter", "__version__"]

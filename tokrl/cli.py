@@ -30,11 +30,7 @@ COMMANDS = {
 
 
 def _available() -> dict:
-    mods = {}
-    for name, path in COMMANDS.items():
-        if importlib.util.find_spec(path) is not None:
-            mods[name] = path
-    return mods
+    return {name: path for name, path in COMMANDS.items() if importlib.util.find_spec(path) is not None}
 
 
 def _help(path: str) -> str:

@@ -129,13 +129,6 @@ def _generate_batch(model, tokenizer, texts, device, max_new_tokens, do_sample, 
     return [decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples)]
 
 
-def evaluate_accuracy(model, tokenizer, dataset, *, max_new_tokens: int = 24, batch_size: int = 32,
-                      reward: Callable = accuracy_reward, progress: bool = True) -> float:
-    """Mean greedy reward (accuracy for a 0/1 reward) on a dataset with `prompt` and `answer` columns."""
-    return evaluate(model, tokenizer, dataset, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    reward=reward, progress=progress)["accuracy"]
-
-
 def dataset_rows(dataset, repeat: int = 1) -> dict[str, list]:
     """The dataset's columns as lists, each row repeated `repeat` times (one per sampled completion)."""
     return {c: [v for v in dataset[c] for _ in range(repeat)] for c in dataset.column_names}

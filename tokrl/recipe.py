@@ -186,13 +186,13 @@ def section(recipe: dict, key: str, file: str | Path) -> dict:
     return dict(value or {})
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
+def type_ok(value: Any, annotation: Any) -> bool:
     """Loose type check of a YAML value against a dataclass annotation (ints are accepted for floats)."""
     if annotation is Any or value is None:
         return True
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+        return any(type_ok(value, arg) for arg in typing.get_args(annotation))
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
     if origin in (list, tuple):
@@ -228,7 +228,7 @@ def build_config(config_cls: type, mapping: dict | None, file: str | Path, where
     hints = typing.get_type_hints(config_cls)
     for key, value in mapping.items():
         value = mapping[key] = whole_number(value, hints.get(key, Any))
-        if not _type_ok(value, hints.get(key, Any)):
+        if not type_ok(value, hints.get(key, Any)):
             raise RecipeError(
                 f"{file}: '{where}.{key}' must be {getattr(hints.get(key), '__name__', hints.get(key))}, "
                 f"got {type(value).__name__} {value!r}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from datasets import Dataset, DatasetDict
 
@@ -90,9 +90,6 @@ class ArithmeticTask:
             train=Dataset.from_list([self.row(*it, rng) for it in train_items]),
             eval=Dataset.from_list([self.row(*it, rng) for it in eval_items]),
         )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def make_arithmetic_dataset(**kwargs) -> DatasetDict:

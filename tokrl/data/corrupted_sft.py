@@ -14,7 +14,7 @@ on it), and `eval` is the task's eval split (no problem in it is ever trained on
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from datasets import Dataset, DatasetDict
@@ -78,9 +78,6 @@ class CorruptedArithmeticSFT:
             "corruption": kind,
             "corrupt_spans": spans,
         }
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def corrupt_answer(answer: str, kind: str, rng: random.Random) -> tuple[str, list[list[int]]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
 from tokrl.data import TASKS
-from tokrl.recipe import RecipeError, check_keys
+from tokrl.recipe import RecipeError, check_keys, type_ok
 from tokrl.utils import did_you_mean
 
 FILE_TYPES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -87,16 +88,10 @@ def data_spec(recipe: dict, file) -> DataSpec:
         raise RecipeError(f"{file}: data: set 'task' (an embedded task) or 'path' (a dataset file or directory)")
     if section.get("task") is not None and section.get("path") is not None:
         raise RecipeError(f"{file}: data: set 'task' or 'path', not both")
-    hints = {f.name: f.type for f in dataclasses.fields(DataSpec)}
+    kinds, hints = {f.name: f.type for f in dataclasses.fields(DataSpec)}, typing.get_type_hints(DataSpec)
     for key, value in section.items():
-        kind = hints[key]
-        if value is None or key in ("task", "filter"):
-            continue
-        ok = {"bool": isinstance(value, bool), "int | None": isinstance(value, int) and not isinstance(value, bool),
-              "float | None": isinstance(value, (int, float)) and not isinstance(value, bool),
-              "int": isinstance(value, int) and not isinstance(value, bool)}.get(kind, isinstance(value, str))
-        if not ok:
-            raise RecipeError(f"{file}: 'data.{key}' must be {kind.replace(' | None', '')}, got {value!r}")
+        if key not in ("task", "filter") and not type_ok(value, hints[key]):
+            raise RecipeError(f"{file}: 'data.{key}' must be {kinds[key].replace(' | None', '')}, got {value!r}")
     fraction = section.get("eval_fraction")
     if fraction is not None and not 0 < fraction < 1:
         raise RecipeError(f"{file}: 'data.eval_fraction' must be in (0, 1), got {fraction!r}")
