@@ -244,9 +244,8 @@ def _open_dataset(path: Path, split: str | None):
 
 def _metadata(path: Path, ds) -> dict:
     meta = {}
-    manifest = path / STAGE_MANIFEST if path.is_dir() else None
-    if manifest is not None and manifest.is_file():
-        m = json.loads(manifest.read_text())
+    if path.is_dir() and (path / STAGE_MANIFEST).is_file():
+        m = json.loads((path / STAGE_MANIFEST).read_text())
         config = m.get("config") if isinstance(m.get("config"), dict) else {}
         meta.update({k: v for k, v in config.items() if not isinstance(v, (dict, list))})
         meta.update(m.get("metadata") or {})
