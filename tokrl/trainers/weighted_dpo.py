@@ -117,13 +117,10 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
     ):
         self.use_weighter(weighter, args, DPO_NEEDS)
         self.uniform = type(self.weighter) is Uniform
-        self.column_names = tuple(
-            dict.fromkeys(tuple(self.weighter.all_columns()) + tuple(self.extra_column_names(args)))
-        )
+        self.column_names = tuple(dict.fromkeys((*self.weighter.all_columns(), *self.extra_column_names(args))))
         if args is not None:
             self.check_args(args)
         self._pass: _Pass | None = None
-        self._hooks = []
         super().__init__(model, ref_model, args, *pargs, **kwargs)
         if self.column_names:
             if self._is_vision_dataset:
@@ -139,7 +136,7 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
             for name, dataset in self._datasets():
                 pw.check_dataset(dataset, self.pair_weight_column, name)
             self.data_collator = pw.PairWeightCollator(self.data_collator, self.pair_weight_column)
-        self._register_hooks()
+        self._hooks = [module.register_forward_hook(self._on_fused_output) for module in self._fused_modules()]
         self.setup_weight_logging()
 
     # ---- configuration checks ---------------------------------------------------------------------------------
@@ -189,16 +186,8 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
     def _fused_modules(self):
         """The modules `add_fused_lm_head` patched: the policy's (PEFT: its base model) and a separate reference."""
         policy = unwrap_model(self.model)
-        modules = [policy]
-        if self.ref_model is not None:
-            ref = unwrap_model(self.ref_model)
-            if ref is not policy:
-                modules.append(ref)
-        return modules
-
-    def _register_hooks(self):
-        for module in self._fused_modules():
-            self._hooks.append(module.register_forward_hook(self._on_fused_output))
+        ref = unwrap_model(self.ref_model) if self.ref_model is not None else policy
+        return [policy] if ref is policy else [policy, ref]
 
     def _on_fused_output(self, module, args, output):
         state = self._pass
@@ -288,9 +277,7 @@ class WeightedDPOTrainer(WeightLogging, DPOTrainer):
         self._pass = state
         try:
             with state.hidden if state.hidden is not None else contextlib.nullcontext():
-                result = super().compute_loss(
-                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-                )
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             self._pass = None
         loss, outputs = result if return_outputs else (result, None)

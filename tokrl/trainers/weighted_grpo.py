@@ -89,8 +89,7 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
     def _compute_loss(self, model, inputs):
         inputs = dict(inputs)  # the advantage shaper replaces inputs["advantages"]; keep TRL's buffered batch intact
         self._batch, self._logps = inputs, None
-        wants_hidden = "hidden_states" in self.weighter.all_needs()
-        self._capture = HiddenStateCapture(model) if wants_hidden else None
+        self._capture = HiddenStateCapture(model) if "hidden_states" in self.weighter.all_needs() else None
         try:
             with self._capture if self._capture is not None else contextlib.nullcontext():
                 return super()._compute_loss(model, inputs)
