@@ -158,7 +158,7 @@ def test_self_evolving_rounds(tmp_path):
         rng = np.random.default_rng(len(scored))
         return Dataset.from_dict({"logps": [[0.0, 0.0, *rng.normal(size=4).tolist()] for _ in range(len(rows))]})
 
-    def train(stage_dir, init, dataset, weighting):
+    def train(stage_dir, init, dataset, weighting, fingerprint):
         trained.append((init, len(dataset), weighting, sum(map(sum, dataset["token_mask"]))
                         if "token_mask" in dataset.column_names else None))
         return f"ckpt-{Path(stage_dir).parent.name}"
@@ -201,6 +201,9 @@ def test_bad_recipe_fails_before_any_stage(tmp_path, capsys):
     assert "unknown key 'trainer.learning_rat' (did you mean 'learning_rate'?)" in capsys.readouterr().err
     assert main(["clean", str(path), f"output_dir={out}", "cleaning.variants=[fixd]"]) == 2
     assert "cleaning.variants" in capsys.readouterr().err
+    assert main(["clean", str(path), f"output_dir={out}", "method=treg"]) == 2
+    assert "method 'treg' is not run by `tokrl clean` (an alias for method: token_cleaning); `tokrl train RECIPE` " \
+        "runs every method" in capsys.readouterr().err
     assert not out.exists()
 
 

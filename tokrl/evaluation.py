@@ -77,14 +77,17 @@ def generate(
     batch_size: int = 32,
     num_samples: int = 1,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     do_sample: bool = False,
+    stop: Sequence[str] | None = None,
     seed: int = 0,
     progress: bool = True,
     desc: str = "generating",
 ) -> list[list[str]]:
     """Completions for chat (list of messages) or plain-text prompts: `num_samples` strings per prompt.
 
-    A progress bar (main process only) unless `progress=False`."""
+    `stop` strings end a completion (generation stops after one, which stays in the text). A progress bar (main
+    process only) unless `progress=False`."""
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
@@ -95,6 +98,9 @@ def generate(
         tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
         for p in prompts
     ]
+    options = {"do_sample": do_sample, "temperature": temperature if do_sample else None,
+               "top_p": top_p if do_sample else None, "top_k": 0 if do_sample else None,
+               **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {})}
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     out: list[list[str]] = []
@@ -105,7 +111,7 @@ def generate(
             device = next(model.parameters()).device
             for start in starts:
                 out.extend(_generate_batch(model, tokenizer, texts[start : start + batch_size], device,
-                                           max_new_tokens, do_sample, temperature, num_samples))
+                                           max_new_tokens, num_samples, options))
     finally:
         torch.random.set_rng_state(generator_state)
         tokenizer.padding_side = side
@@ -113,18 +119,10 @@ def generate(
     return out
 
 
-def _generate_batch(model, tokenizer, texts, device, max_new_tokens, do_sample, temperature, num_samples):
+def _generate_batch(model, tokenizer, texts, device, max_new_tokens, num_samples, options):
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    ids = model.generate(
-        **batch,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_p=1.0 if do_sample else None,
-        top_k=0 if do_sample else None,
-        num_return_sequences=num_samples,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    ids = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
+                         pad_token_id=tokenizer.pad_token_id, **options)
     decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     return [decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples)]
 

@@ -22,7 +22,6 @@ next token, weight `1 - p` on rejected tokens, chosen weight 1 with `only_neg`, 
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -35,17 +34,9 @@ from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from tokrl.models import resolve_model_path
-from tokrl.pipelines.preference import check_pair_sections, task_pairs, train_and_eval
+from tokrl.pipelines.preference import RECIPE_KEYS, run_pair_pipeline
 from tokrl.pipelines.rollout_check import RolloutSettings, rollout_check_stage
-from tokrl.pipelines.runner import (
-    EvalSettings,
-    Runner,
-    StopPipeline,
-    cpu_sane,
-    lora_config,
-    open_pipeline_recipe,
-    settings_from,
-)
+from tokrl.pipelines.runner import lora_config, open_pipeline_recipe, settings_from
 from tokrl.pipelines.stage import (
     StageError,
     config_hash,
@@ -55,10 +46,11 @@ from tokrl.pipelines.stage import (
     stage_metadata,
 )
 from tokrl.recipe import build_config, check_keys
-from tokrl.run_dir import write_run_info
 from tokrl.scoring import contrastive_token_logprobs
 from tokrl.trainers.cdpo import CDPOConfig, CDPOTrainer
+from tokrl.trainers.device_defaults import has_accelerator
 from tokrl.trainers.token_columns import (
+    SIDES,
     end_positions,
     end_token_ids,
     token_columns_metadata,
@@ -69,8 +61,6 @@ from tokrl.trainers.token_columns import (
 
 STAGES = ("sample", "select_pairs", "sft_positive", "sft_negative", "contrast_positive", "contrast_negative",
           "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo", "rollout_check")
-RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "pairs", "reward", "output_dir",
-               "sample", "select", "contrast", "score", "train", "trainer", "baseline", "rollout_check", "eval", "description")
 # Spec section 2.2 (positive/negative models) and 3.1 (cDPO policy LoRA).
 CONTRAST_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["gate_proj", "up_proj", "down_proj"],
                  "bias": "none"}
@@ -99,6 +89,14 @@ class CDPOScoreSettings:
 # ---- contrast ---------------------------------------------------------------------------------------------------
 
 
+def contrast_config(trainer_spec: dict, file, output_dir: str) -> SFTConfig:
+    """The contrast models' SFTConfig: the release's settings under the recipe's. SFTConfig resolves no device
+    defaults itself: fp32 and no checkpointing on a CPU, TRL's own choices with an accelerator."""
+    gpu = has_accelerator()
+    return build_config(SFTConfig, {**CONTRAST_TRAINER, **trainer_spec}, file, "contrast.trainer", bf16=gpu,
+                        gradient_checkpointing=gpu, report_to="none", output_dir=output_dir)
+
+
 def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spec: dict, trainer_spec: dict, file,
                    *, input_fingerprint: str, overwrite: bool) -> Path:
     """Train one LoRA adapter (the positive or the negative model) with SFTTrainer; saved under `artifact/`."""
@@ -107,12 +105,10 @@ def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spe
                          f"{'correct' if side == 'positive' else 'incorrect'} samples); sample more or change the "
                          "temperature")
     lora = lora_config(lora_spec, "contrast.lora", file)
-    spec = {**CONTRAST_TRAINER, **trainer_spec}
-    defaults = cpu_sane(SFTConfig)
 
     def build(tmp: Path):
         model, tokenizer = load_base()
-        config = build_config(SFTConfig, spec, file, "contrast.trainer", **defaults, output_dir=str(tmp / "run"))
+        config = contrast_config(trainer_spec, file, str(tmp / "run"))
         trainer = SFTTrainer(model=model, args=config, train_dataset=sft, processing_class=tokenizer,
                              peft_config=lora)
         t0 = time.time()
@@ -122,7 +118,7 @@ def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spe
         return {"train_loss": result.training_loss, "steps": trainer.state.global_step, "examples": len(sft),
                 "seconds": time.time() - t0}
 
-    record = {"side": side, "lora": lora_spec, "trainer": spec}
+    record = {"side": side, "lora": lora_spec, "trainer": {**CONTRAST_TRAINER, **trainer_spec}}
     path = run_artifact_stage(f"contrast_{side}", stage_dir, build, record, input_fingerprint=input_fingerprint,
                               overwrite=overwrite)
     return path / "adapter"
@@ -155,13 +151,10 @@ def ce_weights(ce_logps: list[float], ids: list[int], end_ids: set[int], *, reje
 
 def score_rows(model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, meta: str) -> list[dict]:
     """Rows of `pairs` plus cDPO's per-token columns (see the module docstring)."""
-    rows, examples, tokenised = [], [], []
-    for row in pairs:
-        tok = tokenize_preference(tokenizer, row)
-        rows.append(row)
-        tokenised.append(tok)
-        for side in ("chosen", "rejected"):
-            examples.append({"prompt_ids": tok["prompt_ids"], "completion_ids": tok[f"{side}_ids"]})
+    rows = list(pairs)
+    tokenised = [tokenize_preference(tokenizer, row) for row in rows]
+    examples = [{"prompt_ids": tok["prompt_ids"], "completion_ids": tok[f"{side}_ids"]}
+                for tok in tokenised for side in SIDES]
     logps = contrastive_token_logprobs(model, model, examples, beta=settings.beta_ce, batch_size=settings.batch_size,
                                        chunk_size=settings.chunk_size, adapters=("positive", "negative")) \
         if examples else []
@@ -169,7 +162,7 @@ def score_rows(model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, me
     out = []
     for i, (row, tok) in enumerate(zip(rows, tokenised)):
         new = dict(row)
-        for j, side in enumerate(("chosen", "rejected")):
+        for j, side in enumerate(SIDES):
             ids = tok[f"{side}_ids"]
             weights, probs = ce_weights(logps[2 * i + j], ids, end_ids, rejected=side == "rejected",
                                         weight_chosen=settings.weight_chosen, eos_weight=settings.eos_weight)
@@ -184,21 +177,20 @@ def score_rows(model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, me
 def score_stage(stage_dir: Path, model, tokenizer, pairs: Dataset, settings: CDPOScoreSettings, *,
                 evaluator_id: str, input_fingerprint: str, overwrite: bool, model_id: str | None = None) -> Dataset:
     meta = token_columns_metadata(tokenizer, evaluator=evaluator_id, beta_ce=settings.beta_ce)
-    record = {"settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size",
-                                                                                  "shard_size")},
-              "evaluator": evaluator_id, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
+    kept = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size", "shard_size")}
+    record = {"settings": kept, "evaluator": evaluator_id, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
     return run_stage("cdpo_score", stage_dir, lambda shard, i: score_rows(model, tokenizer, shard, settings, meta),
                      pairs, record, shard_size=settings.shard_size, input_fingerprint=input_fingerprint,
-                     overwrite=overwrite, metadata={"evaluator": evaluator_id,
-                                                                    **({"model": model_id} if model_id else {})})
+                     overwrite=overwrite,
+                     metadata={"evaluator": evaluator_id, **({"model": model_id} if model_id else {})})
 
 
 def weight_stats(scored: Dataset, end_ids: set[int]) -> dict[str, float]:
     """Rejected-token weight statistics the issue asks to report, over response tokens (the trailing EOS /
     end-of-turn tokens, whose weight is fixed, excluded)."""
-    probs = [p for ids, row in zip(scored["rejected_token_ids"], scored["rejected_ce_prob"])
-             for p in row[: end_positions(ids, end_ids)]]
-    weights = [1.0 - p for p in probs]
+    probs = {side: [p for ids, row in zip(scored[f"{side}_token_ids"], scored[f"{side}_ce_prob"])
+                    for p in row[: end_positions(ids, end_ids)]] for side in SIDES}
+    weights = [1.0 - p for p in probs["rejected"]]
     if not weights:
         return {"rejected_tokens": 0}
     mean = sum(weights) / len(weights)
@@ -207,10 +199,8 @@ def weight_stats(scored: Dataset, end_ids: set[int]) -> dict[str, float]:
         "frac_rejected_weight_gt_0.5": sum(w > 0.5 for w in weights) / len(weights),
         "mean_rejected_weight": mean,
         "std_rejected_weight": (sum((w - mean) ** 2 for w in weights) / len(weights)) ** 0.5,
-        "mean_chosen_ce_prob": (lambda xs: sum(xs) / max(len(xs), 1))(
-            [p for ids, r in zip(scored["chosen_token_ids"], scored["chosen_ce_prob"])
-             for p in r[: end_positions(ids, end_ids)]]),
-        "mean_rejected_ce_prob": sum(probs) / len(probs),
+        "mean_chosen_ce_prob": sum(probs["chosen"]) / max(len(probs["chosen"]), 1),
+        "mean_rejected_ce_prob": sum(probs["rejected"]) / len(probs["rejected"]),
     }
 
 
@@ -219,40 +209,25 @@ def weight_stats(scored: Dataset, end_ids: set[int]) -> dict[str, float]:
 
 def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
              stop_after: str | None = None, dry_run: bool = False) -> dict:
-    """`tokrl cdpo RECIPE.yaml`: every stage in order, skipping complete ones; returns (and writes) a summary."""
-    file, recipe, output_dir, model_id, load_base, trainer_section = open_pipeline_recipe(
-        recipe_path, overrides, "cdpo", RECIPE_KEYS)
-    contrast = check_keys(recipe.get("contrast"), ("lora", "trainer"), "contrast", file)
-    train = check_keys(recipe.get("train"), ("lora",), "train", file)
-    baseline = check_keys(recipe.get("baseline"), ("dpo",), "baseline", file)
-    score_settings = settings_from(CDPOScoreSettings, recipe.get("score"), "score", file)
-    eval_settings = settings_from(EvalSettings, recipe.get("eval"), "eval", file)
-    policy_lora_spec = train.get("lora", POLICY_LORA) if "lora" in train else POLICY_LORA
-    config = build_config(CDPOConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
+    """`tokrl train RECIPE.yaml` for method: cdpo: every stage in order, skipping complete ones; returns (and
+    writes) a summary."""
+    p = open_pipeline_recipe(recipe_path, overrides, "cdpo", (*RECIPE_KEYS, "contrast", "rollout_check"))
+    file = p.file
+    contrast = check_keys(p.recipe.get("contrast"), ("lora", "trainer"), "contrast", file)
+    score_settings = settings_from(CDPOScoreSettings, p.recipe.get("score"), "score", file)
+    config = build_config(CDPOConfig, p.trainer, file, "trainer", output_dir=str(p.output_dir / "train"),
                           report_to="none")
-    rollout = settings_from(RolloutSettings, recipe.get("rollout_check"), "rollout_check", file)
-    check_pair_sections(recipe, file)
+    rollout = settings_from(RolloutSettings, p.recipe.get("rollout_check"), "rollout_check", file)
     lora_config(contrast.get("lora", CONTRAST_LORA), "contrast.lora", file)
-    build_config(SFTConfig, {**CONTRAST_TRAINER, **(contrast.get("trainer") or {})}, file, "contrast.trainer",
-                 **cpu_sane(SFTConfig), output_dir=str(output_dir / "contrast"))
-    lora_config(policy_lora_spec, "train.lora", file)
-    runner = Runner(output_dir, STAGES, overwrite=overwrite, only=stage, stop_after=stop_after, file=file)
-    if dry_run:  # every section checked, nothing loaded or written
-        return {"recipe": file, "ok": True, "stages": list(STAGES)}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(output_dir, recipe, file)
-    summary: dict = {"method": "cdpo", "output_dir": str(output_dir), "model": model_id,
-                     "loss_granularity": config.loss_granularity}
-    try:
-        source, sft = task_pairs(runner, recipe, file, load_base, model_id=model_id,
-                                 kinds=("pairs", "positive", "negative"))
-        summary["sampling"] = source.stats
+    contrast_config(contrast.get("trainer") or {}, file, str(p.output_dir / "contrast"))
+
+    def score(runner, source, sft, summary):
         adapters = {}
         for side in ("positive", "negative"):
             data, fp = sft[side]
             adapters[side] = runner.step(
                 f"contrast_{side}",
-                lambda ow, s=side, d=data, f=fp: contrast_stage(runner.dir(f"contrast_{s}"), s, d, load_base,
+                lambda ow, s=side, d=data, f=fp: contrast_stage(runner.dir(f"contrast_{s}"), s, d, p.load_base,
                                                                 contrast.get("lora", CONTRAST_LORA),
                                                                 contrast.get("trainer") or {}, file,
                                                                 input_fingerprint=f, overwrite=ow),
@@ -260,29 +235,27 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         contrast_fp = config_hash([stage_fingerprint(runner.dir("contrast_positive")),
                                    stage_fingerprint(runner.dir("contrast_negative")), source.fingerprint])
 
-        def score(ow):
-            model, tokenizer = contrast_model(load_base, adapters["positive"], adapters["negative"])
+        def score_pairs(ow):
+            model, tokenizer = contrast_model(p.load_base, adapters["positive"], adapters["negative"])
             return score_stage(runner.dir("score"), model, tokenizer, source.pairs, score_settings,
-                               evaluator_id=f"{model_id}+contrast", input_fingerprint=contrast_fp, overwrite=ow,
-                               model_id=model_id)
+                               evaluator_id=f"{p.model_id}+contrast", input_fingerprint=contrast_fp, overwrite=ow,
+                               model_id=p.model_id)
 
-        scored = runner.step("score", score)
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_id))
+        scored = runner.step("score", score_pairs)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(p.model_id))
         summary["weights"] = weight_stats(scored, end_token_ids(tokenizer))
         summary["heatmap_columns"] = ["rejected_token_weights", "rejected_ce_prob", "chosen_token_weights",
                                       "chosen_ce_prob"]
         print(f"[tokrl] cDPO weights: {summary['weights']}", flush=True)
-        train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, policy_lora_spec,
-                       trainer_section, eval_settings, baseline, trainer_cls=CDPOTrainer, out=summary)
+        return scored
+
+    def rollout_check(runner, scored, summary):
         if rollout.enabled:
-            report = runner.step("rollout_check", lambda ow: rollout_check_stage(
-                runner.dir("rollout_check"), load_base, scored, rollout,
-                input_fingerprint=stage_fingerprint(runner.dir("score")), overwrite=ow),
-                load=lambda d: stage_metadata(d), required=False)
-            summary["rollout_check"] = report
-    except StopPipeline as stop:
-        summary["stopped_after"] = stop.name
-        if isinstance(stop.result, dict):  # evaluations and training report a dict
-            summary[stop.name] = stop.result
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    return summary
+            summary["rollout_check"] = runner.step("rollout_check", lambda ow: rollout_check_stage(
+                runner.dir("rollout_check"), p.load_base, scored, rollout,
+                input_fingerprint=stage_fingerprint(runner.dir("score")), overwrite=ow), load=stage_metadata,
+                required=False)
+
+    return run_pair_pipeline(p, STAGES, config, CDPOTrainer, score, summary={
+        "loss_granularity": config.loss_granularity}, lora=POLICY_LORA, kinds=("pairs", "positive", "negative"),
+        after=rollout_check, overwrite=overwrite, stage=stage, stop_after=stop_after, dry_run=dry_run)

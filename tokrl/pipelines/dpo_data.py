@@ -3,7 +3,7 @@
     method: dpo
     model: smollm2-135m-instruct
     data:
-      path: pairs.jsonl              # rows: prompt, chosen, rejected (+ weight columns); a local file or save_to_disk dir
+      path: pairs.jsonl              # rows: prompt, chosen, rejected (+ weight columns); a file or save_to_disk dir
       eval_path: null                # optional held-out pairs (eval loss each `eval_steps`)
     weighting: {name: column, column: token_weights}   # reads chosen_token_weights / rejected_token_weights
     trainer:
@@ -22,10 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from peft import LoraConfig
-
 from tokrl.data.dataset import read_table
-from tokrl.pipelines.runner import open_pipeline_recipe
+from tokrl.pipelines.runner import lora_config, open_pipeline_recipe
 from tokrl.recipe import RecipeError, build_config, check_keys
 from tokrl.trainers.weighted_dpo import DPO_NEEDS, WeightedDPOTrainer
 from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
@@ -46,15 +44,9 @@ def read_pairs(path: str, split: str, base_dir: str, where: str):
     return ds
 
 
-def needed_columns(config, weighter) -> list[str]:
-    """Dataset columns the weighting and the pair weights read."""
-    columns = [f"{side}_{name}" for name in weighter.all_columns() for side in ("chosen", "rejected")]
-    return columns + ([config.pair_weight_column] if config.pair_weight_column else [])
-
-
 def run_dpo(recipe_path, overrides=(), *, dry_run: bool = False) -> dict:
-    file, recipe, output_dir, model_id, load_base, trainer_section = open_pipeline_recipe(
-        recipe_path, overrides, "dpo", RECIPE_KEYS)
+    p = open_pipeline_recipe(recipe_path, overrides, "dpo", RECIPE_KEYS)
+    file, recipe = p.file, p.recipe
     data = check_keys(recipe.get("data"), DATA_KEYS, "data", file, required=("path",))
     try:
         weighter = build_weighter(recipe.get("weighting"))
@@ -62,34 +54,32 @@ def run_dpo(recipe_path, overrides=(), *, dry_run: bool = False) -> dict:
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"{file}: invalid 'weighting': {exc}") from None
     if recipe.get("weighting") is not None:
-        trainer_section["weighting"] = recipe["weighting"]
-    config = build_config(WeightedDPOConfig, trainer_section, file, "trainer", output_dir=str(output_dir),
+        p.trainer["weighting"] = recipe["weighting"]
+    config = build_config(WeightedDPOConfig, p.trainer, file, "trainer", output_dir=str(p.output_dir),
                           report_to="none")
-    base_dir = str(Path(file).parent)
     split = data.get("split", "train")
-    train = read_pairs(data["path"], split, base_dir, f"{file}: data.path")
-    evals = read_pairs(data["eval_path"], split, base_dir, f"{file}: data.eval_path") if data.get("eval_path") else None
+    train = read_pairs(data["path"], split, str(Path(file).parent), f"{file}: data.path")
+    evals = read_pairs(data["eval_path"], split, str(Path(file).parent), f"{file}: data.eval_path") \
+        if data.get("eval_path") else None
+    # the dataset columns the weighting and the pair weights read
+    needed = [f"{side}_{name}" for name in weighter.all_columns() for side in ("chosen", "rejected")]
+    needed += [config.pair_weight_column] if config.pair_weight_column else []
     for name, ds in (("data.path", train), ("data.eval_path", evals)):
-        missing = [c for c in needed_columns(config, weighter) if ds is not None and c not in ds.column_names]
+        missing = [c for c in needed if ds is not None and c not in ds.column_names]
         if missing:
             raise RecipeError(f"{file}: {name} has no column(s) {missing} that the weighting / pair_weight_column "
                               f"read (columns: {ds.column_names})")
-    peft_config = None
-    if recipe.get("peft"):
-        try:
-            peft_config = LoraConfig(**recipe["peft"])
-        except (TypeError, ValueError) as exc:
-            raise RecipeError(f"{file}: invalid 'peft' settings: {exc}") from None
+    peft_config = lora_config(recipe.get("peft") or None, "peft", file)
     if dry_run:
         return {"recipe": file, "ok": True, "rows": len(train)}
 
-    model, tokenizer = load_base()
+    model, tokenizer = p.load_base()
     trainer = WeightedDPOTrainer(model=model, args=config, train_dataset=train, eval_dataset=evals,
                                  processing_class=tokenizer, peft_config=peft_config)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    trainer.save_model(str(output_dir / "final"))
-    summary = {"method": "dpo", "model": model_id, "output_dir": str(output_dir), "rows": len(train),
+    trainer.save_model(str(p.output_dir / "final"))
+    summary = {"method": "dpo", "model": p.model_id, "output_dir": str(p.output_dir), "rows": len(train),
                "steps": trainer.state.global_step, "train_loss": result.training_loss}
     if trainer.accelerator.is_main_process:
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        (p.output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

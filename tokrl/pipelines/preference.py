@@ -17,30 +17,33 @@ The pairs are in TRL's preference format: conversational prompts (lists of messa
 `chosen`/`rejected` (`[{"role": "assistant", "content": ...}]`), plain-text prompts give strings. Any other
 DPO-format dataset works as input to the scoring stages too: `load_preference_dataset(path)`.
 
-`train_and_eval`: what both pipelines do with scored pairs: eval before, train, eval after, and a plain-DPO
-baseline at the same budget (the generic stage runner and training stage live in `tokrl.pipelines.runner`).
+`run_pair_pipeline`: what both pipelines do around their own scoring stages: the shared recipe sections, sample
+and select, then eval before, train, eval after and a plain-DPO baseline at the same budget (`train_and_eval`;
+the generic stage runner and training stage live in `tokrl.pipelines.runner`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import torch
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, load_dataset
 
 from tokrl.data.dataset import build_data, data_spec, read_table, resolve_path
-from tokrl.evaluation import headline
+from tokrl.evaluation import generate, headline
 from tokrl.pipelines.runner import (
     EvalSettings,
+    PipelineRecipe,
     Runner,
+    StopPipeline,
     eval_stage,
     load_trained,
     lora_config,
+    recipe_rewards,
     settings_from,
     train_preference_stage,
 )
@@ -55,12 +58,10 @@ from tokrl.pipelines.stage import (
     stage_metadata,
 )
 from tokrl.recipe import RecipeError, build_config, check_keys
-from tokrl.rewards import extract_answer, resolve_rewards
+from tokrl.rewards import extract_answer
+from tokrl.run_dir import write_run_info
 from tokrl.trainers.weighted_dpo import WeightedDPOTrainer
 from tokrl.trainers.weighted_dpo_config import WeightedDPOConfig
-
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
-
 
 # ---- sampling ---------------------------------------------------------------------------------------------------
 
@@ -78,47 +79,13 @@ class SampleSettings:
     stop: list[str] | None = None  # stop strings (e.g. "\n\nQuestion:" after few-shot prompts); cut from the text
 
 
-def render_prompt(tokenizer, prompt) -> str:
-    """Chat prompts (lists of messages) through the chat template with a generation prompt; text unchanged."""
-    if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return str(prompt)
-
-
-@torch.no_grad()
 def generate_completions(model, tokenizer, prompts: list, settings: SampleSettings, seed: int) -> list[list[str]]:
     """`settings.num_samples` sampled completion strings per prompt (special tokens dropped, whitespace stripped)."""
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    texts = [render_prompt(tokenizer, p) for p in prompts]
-    torch.manual_seed(seed)
-    out: list[list[str]] = []
-    try:
-        for start in range(0, len(texts), settings.batch_size):
-            batch = tokenizer(texts[start : start + settings.batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(device)
-            ids = model.generate(
-                **batch,
-                do_sample=True,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                top_k=0,
-                max_new_tokens=settings.max_new_tokens,
-                num_return_sequences=settings.num_samples,
-                pad_token_id=pad_id,
-                **({"stop_strings": list(settings.stop), "tokenizer": tokenizer} if settings.stop else {}),
-            )
-            decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            decoded = [cut_at_stop(d, settings.stop).strip() for d in decoded]
-            n = settings.num_samples
-            out.extend(decoded[i : i + n] for i in range(0, len(decoded), n))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return out
+    groups = generate(model, tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
+                      batch_size=settings.batch_size, num_samples=settings.num_samples, do_sample=True,
+                      temperature=settings.temperature, top_p=settings.top_p, stop=settings.stop, seed=seed,
+                      progress=False)
+    return [[cut_at_stop(text, settings.stop).strip() for text in group] for group in groups]
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> str:
@@ -133,37 +100,18 @@ def cut_at_stop(text: str, stop: list[str] | None) -> str:
 def grade(reward_fn: Callable, rows: Dataset, completions: list[list[str]]) -> list[list[float]]:
     """Call a TRL-style reward with one entry per completion and the dataset's other columns repeated alongside."""
     flat = [c for group in completions for c in group]
-    columns = {}
-    for name in rows.column_names:
-        if name in ("prompt", "completion", "completions"):
-            continue
-        values = rows[name]
-        columns[name] = [v for v, group in zip(values, completions) for _ in group]
-    prompts = [p for p, group in zip(rows["prompt"], completions) for _ in group]
-    scores = reward_fn(completions=flat, prompts=prompts, **columns)
+    columns = {name: [v for v, group in zip(rows[name], completions) for _ in group]
+               for name in rows.column_names if name not in ("completion", "completions")}
+    scores = reward_fn(completions=flat, prompts=columns.pop("prompt"), **columns)
     if len(scores) != len(flat):
         raise ValueError(f"reward returned {len(scores)} scores for {len(flat)} completions")
-    out, start = [], 0
-    for group in completions:
-        chunk = [float("nan") if s is None else float(s) for s in scores[start : start + len(group)]]
-        out.append(chunk)
-        start += len(group)
-    return out
+    scores = iter([float("nan") if s is None else float(s) for s in scores])  # None: the reward could not grade
+    return [[next(scores) for _ in group] for group in completions]
 
 
-def sample_stage(
-    stage_dir: str | Path,
-    model,
-    tokenizer,
-    prompts: Dataset,
-    reward_fn: Callable,
-    settings: SampleSettings,
-    *,
-    model_id: str,
-    reward_id: str,
-    shard_size: int = 64,
-    overwrite: bool = False,
-) -> Dataset:
+def sample_stage(stage_dir: str | Path, model, tokenizer, prompts: Dataset, reward_fn: Callable,
+                 settings: SampleSettings, *, model_id: str, reward_id: str, shard_size: int = 64,
+                 overwrite: bool = False) -> Dataset:
     """Rows of `prompts` plus `completions` (list[str]) and `rewards` (list[float]); crash-safe and resumable."""
     if "prompt" not in prompts.column_names:
         raise ValueError(f"sample: the prompt dataset has no 'prompt' column (columns: {prompts.column_names})")
@@ -207,9 +155,7 @@ def _groups(completions, rewards, correct: bool, rules: SelectRules, rng: random
     """Completions of one kind grouped by answer, largest group first (ties: seeded shuffle), members shuffled."""
     members: dict[str, list[str]] = {}
     for text, reward in zip(completions, rewards):
-        if reward != reward:  # NaN: ungradable
-            continue
-        if (reward > rules.correct_above) != correct:
+        if reward != reward or (reward > rules.correct_above) != correct:  # NaN: ungradable
             continue
         key = extract_answer(text) if rules.group_by == "answer" else text
         if key is None:
@@ -218,16 +164,13 @@ def _groups(completions, rewards, correct: bool, rules: SelectRules, rng: random
     keys = list(members)
     rng.shuffle(keys)
     keys.sort(key=lambda k: -len(members[k]))  # stable: the shuffle breaks ties
-    groups = []
     for key in keys:
-        group = list(members[key])
-        rng.shuffle(group)
-        groups.append(group)
-    return groups
+        rng.shuffle(members[key])
+    return [members[key] for key in keys]
 
 
 def select_row(row: dict, rules: SelectRules, rng: random.Random) -> dict[str, list]:
-    """{"pairs": [(chosen, rejected, chosen_reward, rejected_reward)], "positive": [...], "negative": [...]}."""
+    """{"pairs": [(chosen, rejected), ...], "positive": [completion, ...], "negative": [completion, ...]}."""
     correct = _groups(row["completions"], row["rewards"], True, rules, rng)
     wrong = _groups(row["completions"], row["rewards"], False, rules, rng)
     positive = [g[0] for g in correct[: rules.positive_top_k]]
@@ -248,19 +191,8 @@ def _response(prompt, text: str):
     return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
 
 
-def _extra_columns(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in ("prompt", "train_prompt", "completions", "rewards")}
-
-
-def _train_prompt(row: dict):
-    """The prompt pairs and SFT examples are stored with: `train_prompt` when the sampler used another one."""
-    return row.get("train_prompt") or row["prompt"]
-
-
-def select_stage(
-    stage_dir: str | Path, samples: Dataset, samples_dir: str | Path, kind: str, rules: SelectRules,
-    *, overwrite: bool = False,
-) -> Dataset:
+def select_stage(stage_dir: str | Path, samples: Dataset, samples_dir: str | Path, kind: str, rules: SelectRules,
+                 *, overwrite: bool = False) -> Dataset:
     """One of the three selections (`kind` = "pairs", "positive" or "negative") as a crash-safe stage.
 
     pairs: `prompt, chosen, rejected` (+ the sample's other columns); positive/negative: `prompt, completion`.
@@ -273,8 +205,8 @@ def select_stage(
         out = []
         for row in shard:
             picked = select_row(row, rules, rng)
-            extra = _extra_columns(row)
-            prompt = _train_prompt(row)
+            extra = {k: v for k, v in row.items() if k not in ("prompt", "train_prompt", "completions", "rewards")}
+            prompt = row.get("train_prompt") or row["prompt"]  # `train_prompt`: the sampler used another prompt
             if kind == "pairs":
                 for chosen, rejected in picked["pairs"]:
                     out.append({"prompt": prompt, "chosen": _response(prompt, chosen),
@@ -317,41 +249,29 @@ def load_preference_dataset(path: str, *, split: str = "train", allow_hub: bool 
     A hub dataset name is used only with `allow_hub=True` (recipes: `pairs.hub: true`).
     """
     p = Path(path)
-    if p.is_dir():
-        if (p / MANIFEST).is_file():
-            ds = load_stage(p)
-        else:
-            ds = load_from_disk(str(p))
-            if hasattr(ds, "keys"):  # a DatasetDict
-                if split not in ds:
-                    raise ValueError(f"{path}: no split '{split}' (splits: {list(ds.keys())})")
-                ds = ds[split]
-    elif p.is_file():
-        ds = read_table(str(p), where="pairs.path")
+    if (p / MANIFEST).is_file():
+        ds = load_stage(p)
+    elif p.exists():
+        ds = read_table(str(p), split=split, where="pairs.path")
     elif allow_hub:
         ds = load_dataset(str(path), split=split)
     else:
         raise FileNotFoundError(f"{path}: no such file or directory (hub datasets need pairs.hub: true)")
-    check_preference_columns(ds, str(path))
+    missing = [c for c in ("chosen", "rejected") if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"{path}: preference dataset is missing column '{missing[0]}' (columns: {ds.column_names})")
+    if len(ds) == 0:
+        raise ValueError(f"{path}: preference dataset is empty")
     return ds
 
 
-def check_preference_columns(ds: Dataset, where: str) -> None:
-    missing = [c for c in ("chosen", "rejected") if c not in ds.column_names]
-    if missing:
-        raise ValueError(f"{where}: preference dataset is missing column '{missing[0]}' (columns: {ds.column_names})")
-    if len(ds) == 0:
-        raise ValueError(f"{where}: preference dataset is empty")
-
-
-def response_text(response: Any) -> str:
-    """The text of a plain or conversational response (assistant turns joined)."""
-    if isinstance(response, list):
-        return "".join(m.get("content", "") for m in response if isinstance(m, dict))
-    return str(response)
-
-
 # ---- pairs for a pipeline: from the recipe's task or prompts (sample + select), or a DPO-format dataset --------
+
+PAIRS_KEYS = ("path", "split", "hub", "num_pairs")
+# The top-level keys of a preference-pipeline recipe (cDPO adds its own sections).
+RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "pairs", "reward", "output_dir",
+               "sample", "select", "score", "train", "trainer", "baseline", "eval", "description")
+NO_PAIRS = "set 'data' (or its shorthand 'task': pairs are sampled from its prompts) or 'pairs' (a DPO-format dataset)"
 
 
 @dataclass
@@ -362,23 +282,31 @@ class PairsSource:
     fingerprint: str
     eval_data: Dataset | None
     stats: dict
-    samples_dir: Path | None = None
     rewards: list | None = None  # the recipe's reward functions (eval scores with them too)
 
 
-def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model_id: str,
+def sample_sections(recipe: dict, file) -> tuple[SampleSettings, SelectRules, int | None, int]:
+    """The `sample` and `select` sections: (settings, rules, sample.num_prompts, sample.shard_size). The last two
+    are kept out of `SampleSettings`, whose fields are the sample stage's config record."""
+    spec = dict(recipe.get("sample") or {})
+    num_prompts, shard_size = spec.pop("num_prompts", None), int(spec.pop("shard_size", 64))
+    return (settings_from(SampleSettings, spec, "sample", file),
+            settings_from(SelectRules, recipe.get("select"), "select", file), num_prompts, shard_size)
+
+
+def task_pairs(runner: Runner, p: PipelineRecipe,
                kinds: tuple[str, ...] = ("pairs",)) -> tuple[PairsSource, dict[str, tuple[Dataset, str]]]:
     """Run `sample` and the `select_*` stages for `kinds` from the recipe's task, or load `data:` instead.
 
     Returns the pairs and, per extra kind ("positive", "negative"), (dataset, fingerprint).
     """
+    recipe, file = p.recipe, p.file
     extra: dict[str, tuple[Dataset, str]] = {}
     built = recipe_prompts(recipe, file)
     eval_data = built["eval"] if built is not None and len(built["eval"]) else None
-    rewards = recipe_rewards(recipe, file, built) if built is not None else None
-    pairs_spec = recipe.get("pairs")
-    if pairs_spec is not None:
-        pairs_spec = check_keys(pairs_spec, PAIRS_KEYS, "pairs", file, required=("path",))
+    rewards = recipe_rewards(recipe, file, built["train"].column_names) if built is not None else None
+    if recipe.get("pairs") is not None:
+        pairs_spec = check_keys(recipe["pairs"], PAIRS_KEYS, "pairs", file, required=("path",))
         pairs = load_preference_dataset(str(pairs_spec["path"]), split=pairs_spec.get("split", "train"),
                                         allow_hub=bool(pairs_spec.get("hub", False)))
         if pairs_spec.get("num_pairs"):
@@ -392,27 +320,21 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
         return PairsSource(pairs, fp, eval_data, {"pairs": len(pairs), "source": str(pairs_spec["path"])},
                            rewards=rewards), extra
     if built is None:
-        raise RecipeError(f"{file}: set 'data' (or its shorthand 'task': pairs are sampled from its prompts) or "
-                          "'pairs' (a DPO-format dataset)")
-    sample_spec = dict(recipe.get("sample") or {})
-    num_prompts = sample_spec.pop("num_prompts", None)
-    shard_size = int(sample_spec.pop("shard_size", 64))
-    settings = settings_from(SampleSettings, sample_spec, "sample", file)
-    rules = settings_from(SelectRules, recipe.get("select"), "select", file)
+        raise RecipeError(f"{file}: {NO_PAIRS}")
+    settings, rules, num_prompts, shard_size = sample_sections(recipe, file)
     prompts = built["train"]
     if num_prompts:
         prompts = prompts.select(range(min(int(num_prompts), len(prompts))))
-    reward_name = recipe.get("reward") or "accuracy"
-    reward_fns = rewards
 
     def reward_fn(**kwargs):  # several rewards add up, as in TRL's default multi-reward aggregation
-        per = [fn(**kwargs) for fn in reward_fns]
+        per = [fn(**kwargs) for fn in rewards]
         return [sum(vals) if all(v is not None for v in vals) else None for vals in zip(*per)]
 
     def sample(overwrite):
-        model, tokenizer = load_base()
-        return sample_stage(runner.dir("sample"), model, tokenizer, prompts, reward_fn, settings,
-                            model_id=model_id, reward_id=str(reward_name), shard_size=shard_size, overwrite=overwrite)
+        model, tokenizer = p.load_base()
+        return sample_stage(runner.dir("sample"), model, tokenizer, prompts, reward_fn, settings, model_id=p.model_id,
+                            reward_id=str(recipe.get("reward") or "accuracy"), shard_size=shard_size,
+                            overwrite=overwrite)
 
     samples = runner.step("sample", sample)
     stats = selection_stats(samples, rules)
@@ -420,28 +342,13 @@ def task_pairs(runner: Runner, recipe: dict, file, load_base: Callable, *, model
     out = {}
     for kind in kinds:
         name = "select_pairs" if kind == "pairs" else f"sft_{kind}"
-        out[kind] = runner.step(name, lambda ow, k=kind, n=name: select_stage(runner.dir(n), samples,
-                                                                                 runner.dir("sample"), k, rules,
-                                                                                 overwrite=ow))
-        fp = stage_fingerprint(runner.dir(name))
+        out[kind] = runner.step(name, lambda ow, k=kind, n=name: select_stage(
+            runner.dir(n), samples, runner.dir("sample"), k, rules, overwrite=ow))
         if kind != "pairs":
-            extra[kind] = (out[kind], fp)
+            extra[kind] = (out[kind], stage_fingerprint(runner.dir(name)))
     pairs = out["pairs"] if "pairs" in out else load_stage(runner.dir("select_pairs"))
     stats["pairs"] = len(pairs)
-    return PairsSource(pairs, stage_fingerprint(runner.dir("select_pairs")), eval_data, stats,
-                       runner.dir("sample"), rewards), extra
-
-
-def eval_split(source: PairsSource, settings: EvalSettings) -> Dataset | None:
-    data = source.eval_data
-    if data is None or len(data) == 0:
-        return None
-    if settings.num_prompts:
-        data = data.select(range(min(int(settings.num_prompts), len(data))))
-    return data
-
-
-PAIRS_KEYS = ("path", "split", "hub", "num_pairs")
+    return PairsSource(pairs, stage_fingerprint(runner.dir("select_pairs")), eval_data, stats, rewards), extra
 
 
 def recipe_prompts(recipe: dict, file, load: bool = True) -> DatasetDict | None:
@@ -473,18 +380,6 @@ def recipe_prompts(recipe: dict, file, load: bool = True) -> DatasetDict | None:
     return built
 
 
-def recipe_rewards(recipe: dict, file, built: DatasetDict | None) -> list[Callable]:
-    """The recipe's `reward` (default accuracy) as functions, checked against the prompts' columns."""
-    spec = recipe.get("reward") or "accuracy"
-    try:
-        fns = resolve_rewards(spec, columns=built["train"].column_names if built is not None else None)
-    except ValueError as exc:
-        raise RecipeError(f"{file}: reward: {exc}") from None
-    if not fns:
-        raise RecipeError(f"{file}: reward: name at least one reward (e.g. [accuracy])")
-    return fns
-
-
 def check_pair_sections(recipe: dict, file) -> None:
     """Validate the sections `task_pairs` reads (data/task, pairs, sample, select, reward) without running; local
     data is read now (a missing or empty file, a missing column), a hub dataset is not fetched."""
@@ -497,57 +392,88 @@ def check_pair_sections(recipe: dict, file) -> None:
             except (ValueError, FileNotFoundError) as exc:
                 raise RecipeError(f"{file}: {exc}") from None
     elif recipe.get("data") is None and recipe.get("task") is None:
-        raise RecipeError(f"{file}: set 'data' (or its shorthand 'task': pairs are sampled from its prompts) or "
-                          "'pairs' (a DPO-format dataset)")
-    sample_spec = {k: v for k, v in (recipe.get("sample") or {}).items() if k not in ("num_prompts", "shard_size")}
-    settings_from(SampleSettings, sample_spec, "sample", file)
-    settings_from(SelectRules, recipe.get("select"), "select", file)
-    recipe_rewards(recipe, file, built)
+        raise RecipeError(f"{file}: {NO_PAIRS}")
+    sample_sections(recipe, file)
+    recipe_rewards(recipe, file, built["train"].column_names if built is not None else None)
 
 
-def train_and_eval(runner: Runner, recipe, file, scored: Dataset, source, load_base, model_id, config, lora_spec,
-                   trainer_section, eval_settings: EvalSettings, baseline: dict, *, trainer_cls,
-                   out: dict | None = None) -> dict:
-    """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget when `baseline.dpo`).
+# ---- what cDPO and T-REG share around their scoring: the recipe prelude, train and evaluate, the summary ---------
+
+
+def run_pair_pipeline(p: PipelineRecipe, stages, config, trainer_cls, score: Callable, *, summary: dict,
+                      lora: dict | None = None, kinds=("pairs",), after: Callable | None = None,
+                      overwrite: bool = False, stage: str | None = None, stop_after: str | None = None,
+                      dry_run: bool = False) -> dict:
+    """sample -> select -> `score(runner, source, sft, summary)` (the method's own stages; returns the scored
+    pairs) -> `train_and_eval` -> `after(runner, scored, summary)`, complete stages skipped; returns the summary
+    and writes it to `output_dir/summary.json`. `lora` is the method's default `train.lora`. With `dry_run` every
+    section is checked, nothing loaded or written.
+    """
+    lora = check_keys(p.recipe.get("train"), ("lora",), "train", p.file).get("lora", lora)
+    baseline = check_keys(p.recipe.get("baseline"), ("dpo",), "baseline", p.file)
+    eval_settings = settings_from(EvalSettings, p.recipe.get("eval"), "eval", p.file)
+    check_pair_sections(p.recipe, p.file)
+    lora_config(lora, "train.lora", p.file)
+    runner = Runner(p.output_dir, stages, overwrite=overwrite, only=stage, stop_after=stop_after, file=p.file)
+    if dry_run:
+        return {"recipe": p.file, "ok": True, "stages": list(stages)}
+    p.output_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(p.output_dir, p.recipe, p.file)
+    summary = {"method": p.method, "output_dir": str(p.output_dir), "model": p.model_id, **summary}
+    try:
+        source, sft = task_pairs(runner, p, kinds)
+        summary["sampling"] = source.stats
+        scored = score(runner, source, sft, summary)
+        train_and_eval(runner, p, scored, source, config, trainer_cls, summary, lora=lora,
+                       eval_settings=eval_settings, dpo_baseline=bool(baseline.get("dpo")))
+        if after is not None:
+            after(runner, scored, summary)
+    except StopPipeline as stop:
+        summary["stopped_after"] = stop.name
+        if isinstance(stop.result, dict):  # evaluations and training report a dict
+            summary[stop.name] = stop.result
+    (p.output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def train_and_eval(runner: Runner, p: PipelineRecipe, scored: Dataset, source: PairsSource, config, trainer_cls,
+                   out: dict, *, lora: dict | None, eval_settings: EvalSettings, dpo_baseline: bool) -> dict:
+    """eval_before -> train -> eval_after (+ plain-DPO baseline at the same budget with `dpo_baseline`).
 
     Results go into `out` as they come, so a pipeline stopped after one stage still reports it."""
-    out = {} if out is None else out
-    eval_data = eval_split(source, eval_settings)
+    eval_data = source.eval_data
+    if eval_data is not None and eval_settings.num_prompts:
+        eval_data = eval_data.select(range(min(int(eval_settings.num_prompts), len(eval_data))))
     data_fp = stage_fingerprint(runner.dir("score"))
-    if eval_data is not None and eval_settings.before:
-        out["eval_before"] = runner.step("eval_before", lambda ow: eval_stage(
-            runner.dir("eval_before"), "eval_before", load_base, eval_data, eval_settings,
-            input_fingerprint=config_hash([model_id]), overwrite=ow, rewards=source.rewards), load=stage_metadata,
+
+    def evaluate(name: str, get_model: Callable, trained_in: str | None, label: str):
+        # the input is the model: the base (by name) or the training stage's output, read when the stage runs
+        out[name] = runner.step(name, lambda ow: eval_stage(
+            runner.dir(name), name, get_model, eval_data, eval_settings, overwrite=ow, rewards=source.rewards,
+            input_fingerprint=stage_fingerprint(runner.dir(trained_in)) if trained_in else config_hash([p.model_id])),
+            load=stage_metadata, required=False)
+        print(f"[tokrl] accuracy {label}: {headline(out[name])}", flush=True)
+
+    def train(name: str, cls, cfg, record: dict) -> Callable:
+        path = runner.step(name, lambda ow: train_preference_stage(
+            runner.dir(name), name, cls, cfg, scored, p.load_base, lora_config(lora, "train.lora", p.file),
+            config_record=record, input_fingerprint=data_fp, overwrite=ow), load=lambda d: d / "artifact",
             required=False)
-        print(f"[tokrl] accuracy before: {headline(out['eval_before'])}", flush=True)
-    lora = lora_config(lora_spec, "train.lora", file)
-    record = {"trainer": trainer_section, "lora": lora_spec, "method": trainer_cls.__name__}
-    trained = runner.step("train", lambda ow: train_preference_stage(
-        runner.dir("train"), "train", trainer_cls, config, scored, load_base, lora, config_record=record,
-        input_fingerprint=data_fp, overwrite=ow), load=lambda d: d / "artifact", required=False)
-    out["train"] = stage_metadata(runner.dir("train")) if trained is not None else None
+        out[name] = stage_metadata(runner.dir(name)) if path is not None else None
+        return lambda: load_trained(runner.need(path, name), p.load_base)
+
+    if eval_data is not None and eval_settings.before:
+        evaluate("eval_before", p.load_base, None, "before")
+    trained = train("train", trainer_cls, config, {"trainer": p.trainer, "lora": lora,
+                                                    "method": trainer_cls.__name__})
     if eval_data is not None and eval_settings.after:
-        out["eval_after"] = runner.step("eval_after", lambda ow: eval_stage(
-            runner.dir("eval_after"), "eval_after", lambda: load_trained(runner.need(trained, "train"), load_base),
-            eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train")), overwrite=ow,
-            rewards=source.rewards), load=stage_metadata, required=False)
-        print(f"[tokrl] accuracy after: {headline(out['eval_after'])}", flush=True)
-    if baseline.get("dpo"):
-        dpo_fields = set(WeightedDPOConfig.__dataclass_fields__)
-        dpo_section = {k: v for k, v in trainer_section.items() if k in dpo_fields}
-        dpo_config = build_config(WeightedDPOConfig, dpo_section, file, "trainer",
+        evaluate("eval_after", trained, "train", "after")
+    if dpo_baseline:
+        dpo_section = {k: v for k, v in p.trainer.items() if k in set(WeightedDPOConfig.__dataclass_fields__)}
+        dpo_config = build_config(WeightedDPOConfig, dpo_section, p.file, "trainer",
                                   output_dir=str(runner.dir("train_dpo")), report_to="none")
-        dpo_record = {"trainer": dpo_section, "lora": lora_spec, "method": "DPO"}
-        dpo_path = runner.step("train_dpo", lambda ow: train_preference_stage(
-            runner.dir("train_dpo"), "train_dpo", WeightedDPOTrainer, dpo_config, scored, load_base,
-            lora_config(lora_spec, "train.lora", file), config_record=dpo_record, input_fingerprint=data_fp,
-            overwrite=ow), load=lambda d: d / "artifact", required=False)
-        out["train_dpo"] = stage_metadata(runner.dir("train_dpo")) if dpo_path is not None else None
+        trained_dpo = train("train_dpo", WeightedDPOTrainer, dpo_config,
+                            {"trainer": dpo_section, "lora": lora, "method": "DPO"})
         if eval_data is not None:
-            out["eval_dpo"] = runner.step("eval_dpo", lambda ow: eval_stage(
-                runner.dir("eval_dpo"), "eval_dpo", lambda: load_trained(runner.need(dpo_path, "train_dpo"),
-                                                                         load_base),
-                eval_data, eval_settings, input_fingerprint=stage_fingerprint(runner.dir("train_dpo")),
-                overwrite=ow, rewards=source.rewards), load=stage_metadata, required=False)
-            print(f"[tokrl] accuracy after plain DPO: {headline(out['eval_dpo'])}", flush=True)
+            evaluate("eval_dpo", trained_dpo, "train_dpo", "after plain DPO")
     return out

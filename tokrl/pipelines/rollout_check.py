@@ -47,28 +47,24 @@ class RolloutSettings:
             raise ValueError("rollout_check: num_trajectories, positions and num_continuations must be >= 1")
 
 
-def _continue(model, tokenizer, prefixes: list[list[int]], settings: RolloutSettings) -> list[list[int]]:
-    """One sampled continuation per prefix (all prefixes have the same length, so no padding is needed)."""
-    device = next(model.parameters()).device
-    ids = torch.tensor(prefixes, device=device)
+def _graded(model, tokenizer, reward_fn, prompt_ids, heads: list[list[int]], answer, settings) -> int:
+    """How many of the sampled continuations of `prompt_ids + head`, one per head, the reward grades correct
+    (all heads have the same length, so no padding is needed)."""
+    ids = torch.tensor([list(prompt_ids) + head for head in heads], device=next(model.parameters()).device)
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
                          temperature=settings.temperature, top_p=settings.top_p, top_k=0,
                          max_new_tokens=settings.max_new_tokens,
                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return [row[ids.shape[1]:].tolist() for row in out]
-
-
-def _pass_at(n: int, c: int, k: int) -> float:
-    return pass_at_k(n, c, k)
+    texts = [tokenizer.decode(head + row[ids.shape[1]:].tolist(), skip_special_tokens=True)
+             for head, row in zip(heads, out)]
+    return int(sum(reward_fn(texts, answer=[answer] * len(heads))))
 
 
 @torch.no_grad()
 def check_position(model, tokenizer, reward_fn, prompt_ids, ids, i, answer, settings, rng) -> dict:
     """Graded continuations with and without token `ids[i]` (see the module docstring)."""
     m = settings.num_continuations
-    with_prefix = list(prompt_ids) + list(ids[: i + 1])
-    with_cont = _continue(model, tokenizer, [with_prefix] * m, settings)
-    with_texts = [tokenizer.decode(list(ids[: i + 1]) + c, skip_special_tokens=True) for c in with_cont]
+    with_correct = _graded(model, tokenizer, reward_fn, prompt_ids, [list(ids[: i + 1])] * m, answer, settings)
     logits = model(input_ids=torch.tensor([list(prompt_ids) + list(ids[:i])], device=model.device)).logits[0, -1]
     probs = torch.softmax(logits.float(), -1)
     probs[ids[i]] = 0.0
@@ -77,12 +73,8 @@ def check_position(model, tokenizer, reward_fn, prompt_ids, ids, i, answer, sett
         probs[ids[i]] = 0.0
     generator = torch.Generator(device="cpu").manual_seed(rng.randrange(2**31))
     alternatives = torch.multinomial(probs.cpu() / probs.sum().cpu(), m, replacement=True, generator=generator).tolist()
-    without_prefixes = [list(prompt_ids) + list(ids[:i]) + [a] for a in alternatives]
-    without_cont = _continue(model, tokenizer, without_prefixes, settings)
-    without_texts = [tokenizer.decode(list(ids[:i]) + [a] + c, skip_special_tokens=True)
-                     for a, c in zip(alternatives, without_cont)]
-    with_correct = int(sum(reward_fn(with_texts, answer=[answer] * m)))
-    without_correct = int(sum(reward_fn(without_texts, answer=[answer] * m)))
+    without_correct = _graded(model, tokenizer, reward_fn, prompt_ids, [list(ids[:i]) + [a] for a in alternatives],
+                              answer, settings)
     return {"position": i, "token": tokenizer.decode([ids[i]]), "with_correct": with_correct,
             "without_correct": without_correct, "replacements": alternatives}
 
@@ -123,9 +115,8 @@ def rollout_report(model, tokenizer, scored: Dataset, settings: RolloutSettings,
             "mean_p_ce": sum(r["p_ce"] for r in recs) / len(recs),
             "correct_with_token": sum(r["with_correct"] for r in recs) / (m * len(recs)),
             "correct_without_token": sum(r["without_correct"] for r in recs) / (m * len(recs)),
-            **{f"pass@{k}_with": sum(_pass_at(m, r["with_correct"], k) for r in recs) / len(recs) for k in {1, m}},
-            **{f"pass@{k}_without": sum(_pass_at(m, r["without_correct"], k) for r in recs) / len(recs)
-               for k in {1, m}},
+            **{f"pass@{k}_{side}": sum(pass_at_k(m, r[f"{side}_correct"], k) for r in recs) / len(recs)
+               for side in ("with", "without") for k in {1, m}},
         }
     return {"settings": asdict(settings), "summary": summary, "records": records}
 

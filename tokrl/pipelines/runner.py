@@ -8,10 +8,9 @@ train or evaluate a model as a resumable stage.
 
 from __future__ import annotations
 
-import json
-
 import dataclasses
 import functools
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from tokrl.models import load_model, recipe_model_source
 from tokrl.pipelines.stage import (StageError, dataset_fingerprint, is_complete, load_stage, run_artifact_stage,
                                   stage_metadata)
 from tokrl.recipe import RecipeError, check_keys, load_recipe
-from tokrl.trainers.device_defaults import has_accelerator
+from tokrl.rewards import resolve_rewards
 from tokrl.utils import did_you_mean
 
 
@@ -49,14 +48,12 @@ class Runner:
     def __init__(self, output_dir: str | Path, stages: tuple[str, ...], *, overwrite: bool = False,
                  only: str | None = None, stop_after: str | None = None, file: str = "<recipe>"):
         if only is not None and only not in stages:
-            raise RecipeError(f"unknown stage '{only}'{did_you_mean(only, stages)}; stages: {', '.join(stages)}")
+            raise RecipeError(f"{file}: unknown stage '{only}'{did_you_mean(only, stages)}; stages: "
+                              f"{', '.join(stages)}")
         self.output_dir = Path(output_dir)
-        self.stages = stages
         self.overwrite = overwrite
         self.only = only
         self.stop_after = stop_after
-        self.file = file
-        self.log: list[str] = []
 
     def dir(self, name: str) -> Path:
         return self.output_dir / name
@@ -73,26 +70,31 @@ class Runner:
         """`compute(overwrite)` runs (or skips) the stage; with `only` set, other stages are loaded, not run
         (an incomplete one is an error if `required`, else None: evaluations and side branches)."""
         if self.only is not None and name != self.only:
-            if not is_complete(self.dir(name)) and not required:
-                return None
             if not is_complete(self.dir(name)):
-                raise StageError(f"stage '{self.only}' needs the output of stage '{name}' ({self.dir(name)}), which "
-                                 f"is not complete; run it first (--stage {name}) or run the whole pipeline")
+                return self.need(None, name) if required else None
             return (load or load_stage)(self.dir(name))
         skipped = is_complete(self.dir(name)) and not self.overwrite
         print(f"[tokrl] stage {name}: {'complete, skipping' if skipped else 'running'}", flush=True)
         result = compute(self.overwrite)
-        self.log.append(name)
         if name in (self.only, self.stop_after):
             raise StopPipeline(name, result)
         return result
 
 
-def settings_from(cls, mapping: dict | None, where: str, file):
-    """A settings dataclass from a recipe section: unknown keys (with a suggestion) and bad values name the key."""
+def recipe_rewards(recipe: dict, file, columns=None) -> list[Callable]:
+    """The recipe's `reward` (default [accuracy]) as functions, checked against the data's columns when given."""
+    try:
+        return resolve_rewards(recipe.get("reward") or ["accuracy"], columns=columns)
+    except ValueError as exc:
+        raise RecipeError(f"{file}: {exc}") from None
+
+
+def settings_from(cls, mapping: dict | None, where: str, file, **defaults):
+    """A settings dataclass from a recipe section (over `defaults`): unknown keys (with a suggestion) and bad values
+    name the key."""
     mapping = dict(check_keys(mapping, [f.name for f in dataclasses.fields(cls) if f.init], where, file))
     try:
-        return cls(**mapping)
+        return cls(**{**defaults, **mapping})
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"{file}: invalid '{where}' settings: {exc}") from None
 
@@ -102,47 +104,51 @@ def model_loader(model_id: str, trust_remote_code: bool = False) -> Callable:
     return functools.partial(load_model, model_id, trust_remote_code=trust_remote_code)
 
 
-def open_pipeline_recipe(recipe_path, overrides, method: str, keys) -> tuple:
-    """Load and check the parts every preference-pipeline recipe shares.
+def check_method(recipe: dict, method: str, file, command: str | None = None) -> None:
+    """A recipe given to a method's alias command (`tokrl cdpo|treg|clean|dpo`) must be of that method."""
+    if recipe.get("method", method) != method:
+        raise RecipeError(f"{file}: method '{recipe['method']}' is not run by `tokrl {command or method}` (an alias "
+                          f"for method: {method}); `tokrl train RECIPE` runs every method")
 
-    Returns (file, recipe, output_dir, model_id, load_base, trainer_section); errors name the file and key.
-    """
+
+@dataclass
+class PipelineRecipe:
+    """The parts every pipeline recipe shares (`open_pipeline_recipe`)."""
+
+    method: str
+    file: str
+    recipe: dict
+    output_dir: Path
+    model_id: str
+    load_base: Callable  # a fresh (model, tokenizer) of the recipe's model each call
+    trainer: dict  # the `trainer` section
+
+
+def open_pipeline_recipe(recipe_path, overrides, method: str, keys) -> PipelineRecipe:
+    """Load and check the parts every pipeline recipe shares; errors name the file and key."""
     file = str(recipe_path)
     recipe = load_recipe(recipe_path, list(overrides))
     check_keys(recipe, keys, "", file, required=("model",))
-    if recipe.get("method", method) != method:
-        raise RecipeError(f"{file}: method '{recipe['method']}' is not run by `tokrl {method}` (this command runs "
-                          f"method: {method})")
+    check_method(recipe, method, file)
     output_dir = Path(recipe.get("output_dir") or f"runs/{Path(file).stem}")
     model_id = str(recipe["model"])
     recipe_model_source(model_id, file)
-    load_base = model_loader(model_id, bool(recipe.get("trust_remote_code", False)))
     trainer_section = dict(recipe.get("trainer") or {})
     if "output_dir" in trainer_section:
         raise RecipeError(f"{file}: set the top-level 'output_dir', not 'trainer.output_dir' (stages live under it)")
-    return file, recipe, output_dir, model_id, load_base, trainer_section
+    return PipelineRecipe(method, file, recipe, output_dir, model_id,
+                          model_loader(model_id, bool(recipe.get("trust_remote_code", False))), trainer_section)
 
 
 def lora_config(spec: dict | None, where: str, file):
     """A peft `LoraConfig` from a recipe mapping (None -> no LoRA); bad keys are one-line errors."""
     if spec is None:
         return None
-    check_keys(spec, [f.name for f in dataclasses.fields(LoraConfig) if f.init], where, file)
-    try:
-        config = LoraConfig(**{"task_type": "CAUSAL_LM", **spec})
-    except (TypeError, ValueError) as exc:
-        raise RecipeError(f"{file}: invalid '{where}' settings: {exc}") from None
+    config = settings_from(LoraConfig, spec, where, file, task_type="CAUSAL_LM")
     problem = out_of_range(config, LORA_RANGES, where)
     if problem:
         raise RecipeError(f"{file}: {problem}")
     return config
-
-
-def cpu_sane(config_cls) -> dict:
-    """Defaults for TRL configs that do not resolve device defaults themselves (SFTConfig): fp32, no
-    checkpointing on a CPU; TRL's own choices with an accelerator."""
-    gpu = has_accelerator()
-    return {"bf16": gpu, "gradient_checkpointing": gpu, "report_to": "none"}
 
 
 def train_preference_stage(stage_dir: Path, name: str, trainer_cls, config, dataset: Dataset, load_base: Callable,
@@ -166,12 +172,11 @@ def train_preference_stage(stage_dir: Path, name: str, trainer_cls, config, data
         result = trainer.train(resume_from_checkpoint=True if resume else None)
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        logs = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
-        means: dict[str, float] = {}
-        for entry in logs:
+        means: dict[str, list[float]] = {}  # of the metrics logged with the loss (rewards/..., weights/...)
+        for entry in (h for h in trainer.state.log_history if "loss" in h or "train_loss" in h):
             for key, value in entry.items():
                 if isinstance(value, (int, float)) and "/" in key:
-                    means.setdefault(key, []).append(float(value))  # type: ignore[arg-type]
+                    means.setdefault(key, []).append(float(value))
         return {"train_loss": result.training_loss, "steps": trainer.state.global_step, "seconds": time.time() - t0,
                 "resumed": bool(resume), "mean_logged": {k: sum(v) / len(v) for k, v in means.items()}}
 

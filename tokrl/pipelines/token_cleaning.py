@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
-from peft import LoraConfig
 
 from tokrl.data.corrupted_sft import corrupted_token_mask
 from tokrl.models import load_model
+from tokrl.pipelines.runner import lora_config
 from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, stage_fingerprint
 from tokrl.pipelines.token_cleaning_select import (
     GlobalSelector,
@@ -63,10 +63,8 @@ def tokenize_rows(rows: Dataset, tokenizer, *, max_length: int | None, truncatio
                   row_offset: int = 0) -> dict:
     """input_ids / completion_mask (+ `corrupted` when rows carry `corrupt_spans`), truncated together."""
     sl = truncation_slice(max_length, truncation_mode)
-    out: dict[str, list] = {"input_ids": [], "completion_mask": []}
     has_spans = "corrupt_spans" in rows.column_names
-    if has_spans:
-        out["corrupted"] = []
+    out: dict[str, list] = {key: [] for key in ["input_ids", "completion_mask"] + ["corrupted"] * has_spans}
     for i, example in enumerate(rows):
         tok = tokenize_sft_row(example, tokenizer, row=row_offset + i)
         if has_spans:
@@ -235,9 +233,7 @@ def train_sft(init_model: str, dataset: Dataset, out_dir: Path, *, trainer: dict
                     num_train_epochs=1)
     args = build_config(TokenCleaningSFTConfig, trainer, file, where, **defaults)
     args.weighting = weighting
-    peft_config = None
-    if lora:
-        peft_config = LoraConfig(task_type="CAUSAL_LM", **lora)
+    peft_config = lora_config(lora or None, "lora", file)
     sft = TokenCleaningSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                   peft_config=peft_config)
     result = sft.train()
@@ -256,12 +252,9 @@ def model_stage(stage_dir, *, init_model: str, dataset: Dataset, trainer: dict |
                 overwrite: bool = False, chat_template: str | None = None) -> Path:
     config = {"init_model": init_model, "trainer": trainer, "weighting": weighting, "lora": lora,
               "chat_template": chat_template}
-    return run_artifact_stage(
-        "sft", stage_dir,
-        lambda tmp: train_sft(init_model, dataset, tmp, trainer=trainer, weighting=weighting, lora=lora, file=file,
-                              where=where, chat_template=chat_template),
-        config, input_fingerprint=data_fingerprint, overwrite=overwrite,
-    )
+    return run_artifact_stage("sft", stage_dir, lambda tmp: train_sft(
+        init_model, dataset, tmp, trainer=trainer, weighting=weighting, lora=lora, file=file, where=where,
+        chat_template=chat_template), config, input_fingerprint=data_fingerprint, overwrite=overwrite)
 
 
 # ---- orchestration --------------------------------------------------------------------------------------------
@@ -271,16 +264,14 @@ class Models:
     """Loads one scoring model at a time (the base, a reference, a round's checkpoint), on the GPU when there is
     one (bf16 weights there; the scorer's log-softmax runs in fp32), else fp32 on the CPU."""
 
-    def __init__(self, dtype=None):
-        self.dtype = dtype
+    def __init__(self):
         self._name, self._model = None, None
 
     def get(self, name: str):
         if name != self._name:
             self._model = None
             gpu = torch.cuda.is_available()
-            dtype = self.dtype or (torch.bfloat16 if gpu else torch.float32)
-            self._model, _ = load_model(name, dtype=dtype)
+            self._model, _ = load_model(name, dtype=torch.bfloat16 if gpu else torch.float32)
             if gpu:
                 self._model.to("cuda")
             self._name = name
@@ -290,10 +281,9 @@ class Models:
 def fixed_model_cleaning(tokens: Dataset, root: Path, *, base: str, reference: str, keep_ratio: float,
                          selection: str, batch_size: int, models: Models, seed: int = 0,
                          overwrite: bool = False, tokens_fingerprint: str | None = None,
-                         base_dir: Path | None = None) -> tuple[Dataset, dict]:
+                         base_dir: Path) -> tuple[Dataset, dict]:
     """Score the whole pool with base and reference, select; returns (cleaned dataset, selection summary).
-    `base_dir` (default `root/logps_base`) lets runs share the base model's pass."""
-    base_dir = Path(base_dir) if base_dir is not None else root / "logps_base"
+    The base model's pass (`base_dir`) is shared with the other variants."""
     if selection == "random":
         base_lp = ref_lp = None
         names = {}
@@ -335,9 +325,10 @@ def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio
                            batch_size: int, models: Models, train: Callable[..., Path], overwrite: bool = False,
                            score: Callable | None = None, tokens_fingerprint: str | None = None,
                            base_dir: Path | None = None) -> tuple[str, list[dict]]:
-    """Run the rounds; `train(stage_dir, init_model, dataset, weighting)` trains one round and returns the saved
-    model's path. Every stage is resumable, so a killed run resumes at the first unfinished round. The base
-    model's pass over the whole pool (`base_dir`, default `root/logps_base`) is computed once."""
+    """Run the rounds; `train(stage_dir, init_model, dataset, weighting, fingerprint)` trains one round (its input
+    fingerprint: the tokens, the round and its selection) and returns the saved model's path. Every stage is
+    resumable, so a killed run resumes at the first unfinished round. The base model's pass over the whole pool
+    (`base_dir`, default `root/logps_base`) is computed once."""
     score = score or score_stage
     base_dir = Path(base_dir) if base_dir is not None else root / "logps_base"
     bounds = chunk_bounds(len(tokens), num_chunks)
@@ -345,7 +336,8 @@ def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio
                     overwrite=overwrite, input_fingerprint=tokens_fingerprint)
     rounds = []
     chunk0 = tokens.select(range(*bounds[0]))
-    current = str(train(root / "round_00" / "model", base, chunk0, "uniform"))
+    current = str(train(root / "round_00" / "model", base, chunk0, "uniform",
+                        config_hash([tokens_fingerprint, "round_00", len(chunk0), None])))
     rounds.append({"round": 0, "rows": list(bounds[0]), "init_model": base, "model": current, "cleaned": False})
     for t, (a, b) in enumerate(bounds[1:], start=1):
         chunk = tokens.select(range(a, b))
@@ -360,7 +352,8 @@ def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio
         cleaned = cleaned_dataset(chunk, selected)
         summary = json.loads((rdir / "select_global" / "selection.json").read_text())
         init = current
-        current = str(train(rdir / "model", init, cleaned, MASK_WEIGHTING))
+        current = str(train(rdir / "model", init, cleaned, MASK_WEIGHTING, config_hash(
+            [tokens_fingerprint, rdir.name, len(cleaned), stage_fingerprint(rdir / "select_global")])))
         rounds.append({"round": t, "rows": [a, b], "init_model": init, "reference": init, "model": current,
                        "cleaned": True, "selection": summary})
     return current, rounds

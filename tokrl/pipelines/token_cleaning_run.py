@@ -1,4 +1,5 @@
-"""`tokrl clean RECIPE.yaml`: read a token-cleaning recipe and run its stages (finished stages are skipped).
+"""`tokrl train RECIPE.yaml` (method: token_cleaning; alias `tokrl clean`): read a token-cleaning recipe and run
+its stages (finished stages are skipped).
 
 Recipe sections (strict: unknown keys are errors naming the key and the file):
     output_dir, model, seed
@@ -26,14 +27,13 @@ import logging
 from pathlib import Path
 
 import torch
-from datasets import Dataset, concatenate_datasets
-from peft import LoraConfig
+from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from tokrl.data.corrupted_sft import CorruptedArithmeticSFT, removal_quality
 from tokrl.data.dataset import build_data, data_spec, read_table
 from tokrl.evaluation import as_completions, dataset_rows, generate
 from tokrl.models import load_model, recipe_model_source, resolve_model_path
-from tokrl.pipelines.runner import Runner
+from tokrl.pipelines.runner import Runner, check_method, lora_config, recipe_rewards
 from tokrl.pipelines.stage import (config_hash, dataset_fingerprint, load_stage, run_artifact_stage, stage_fingerprint,
                                   stage_metadata)
 from tokrl.pipelines.token_cleaning import (
@@ -47,14 +47,13 @@ from tokrl.pipelines.token_cleaning import (
     tokenize_stage,
 )
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
-from tokrl.rewards import accuracy_reward, format_reward, resolve_rewards, score_completions
+from tokrl.rewards import accuracy_reward, format_reward, score_completions
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 
 logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("method", "output_dir", "model", "seed", "data", "reward", "cleaning", "lora", "reference_trainer",
-            "trainer",
-            "eval")
+            "trainer", "eval")
 SFT_KEYS = ("trusted_path", "trusted_split", "trusted_rows", "max_rows", "max_length", "truncation_mode")
 DATA_KEYS = ("source", "corrupted_arithmetic", "path", "name", "split", *SFT_KEYS, "chat_template")
 CLEANING_KEYS = ("variants", "keep_ratio", "num_chunks", "score_batch_size", "reference_model")
@@ -70,8 +69,7 @@ def check_recipe(recipe: dict, file) -> dict:
     """Every section's keys and values, and the SFT configs, checked before any stage runs (no model loaded)."""
     check_keys(recipe, TOP_KEYS, "", file, required=("output_dir", "model"))
     recipe_model_source(recipe["model"], file)
-    if recipe.get("method", "token_cleaning") != "token_cleaning":
-        raise RecipeError(f"{file}: method must be 'token_cleaning' for `tokrl clean`, got {recipe['method']!r}")
+    check_method(recipe, "token_cleaning", file, "clean")
     data = recipe.get("data")
     if isinstance(data, dict) and "source" not in data:
         pool_data(recipe, file)  # the shared data section: read now (local files), so bad columns fail first
@@ -89,41 +87,24 @@ def check_recipe(recipe: dict, file) -> dict:
     ratio = cleaning.get("keep_ratio", 0.6)
     if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
         raise RecipeError(f"{file}: cleaning.keep_ratio must be in (0, 1], got {ratio!r}")
-    if recipe.get("eval") is not None:
-        check_keys(recipe["eval"], EVAL_KEYS, "eval", file)
-    for section in ("trainer", "reference_trainer", "lora"):
-        if recipe.get(section) is not None and not isinstance(recipe[section], dict):
-            raise RecipeError(f"{file}: '{section}' must be a mapping or null")
+    check_keys(recipe.get("eval"), EVAL_KEYS, "eval", file)
+    lora_config(recipe.get("lora") or None, "lora", file)
     for section in ("trainer", "reference_trainer"):
         build_config(TokenCleaningSFTConfig, recipe.get(section), file, section, output_dir="unused",
                      report_to="none")
     if data["source"] == "corrupted_arithmetic":
-        try:
-            CorruptedArithmeticSFT(**(data.get("corrupted_arithmetic") or {}))
-        except (TypeError, ValueError) as exc:
-            raise RecipeError(f"{file}: data.corrupted_arithmetic: {exc}") from None
-        eval_rewards(recipe, file, ["prompt", "question", "answer"])
-    if recipe.get("lora"):
-        try:
-            LoraConfig(task_type="CAUSAL_LM", **recipe["lora"])
-        except (TypeError, ValueError) as exc:
-            raise RecipeError(f"{file}: lora: {exc}") from None
+        corrupted_splits(data, file, recipe.get("seed", 0))
+        recipe_rewards(recipe, file, ["prompt", "question", "answer"])
     return recipe
 
 
 def load_data(recipe: dict, file) -> dict[str, Dataset | None]:
     """{"pool", "trusted", "eval"} datasets (trusted/eval may be None)."""
     data = recipe["data"]
-    seed = recipe.get("seed", 0)
     if "source" not in data:
         out = pool_data(recipe, file)
     elif data["source"] == "corrupted_arithmetic":
-        spec = dict(data.get("corrupted_arithmetic") or {})
-        spec.setdefault("seed", seed)
-        try:
-            splits = CorruptedArithmeticSFT(**spec).build()
-        except (TypeError, ValueError) as exc:
-            raise RecipeError(f"{file}: data.corrupted_arithmetic: {exc}") from None
+        splits = corrupted_splits(data, file, recipe.get("seed", 0))
         out = {"pool": splits["pool"], "trusted": splits["trusted"], "eval": splits["eval"]}
     else:
         out = {"pool": _load(data["source"], data["path"], data.get("name"), data.get("split", "train"), file),
@@ -136,6 +117,15 @@ def load_data(recipe: dict, file) -> dict[str, Dataset | None]:
     if data.get("max_rows"):
         out["pool"] = out["pool"].select(range(min(int(data["max_rows"]), len(out["pool"]))))
     return out
+
+
+def corrupted_splits(data: dict, file, seed: int) -> DatasetDict:
+    """The pool/trusted/eval splits of `data.corrupted_arithmetic` (its seed defaults to the recipe's); built when
+    a recipe is checked too (small and synthetic), so a bad value is one line before any model loads."""
+    try:
+        return CorruptedArithmeticSFT(**{"seed": seed, **(data.get("corrupted_arithmetic") or {})}).build()
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{file}: data.corrupted_arithmetic: {exc}") from None
 
 
 def _load(source: str, path: str, name, split: str, file) -> Dataset:
@@ -161,20 +151,14 @@ def pool_data(recipe: dict, file) -> dict[str, Dataset | None]:
     pool = built["train"].map(to_sft)
     eval_rows = built["eval"] if len(built["eval"]) else None
     if eval_rows is not None:
-        eval_rewards(recipe, file, eval_rows.column_names)
+        recipe_rewards(recipe, file, eval_rows.column_names)
     return {"pool": pool, "trusted": None, "eval": eval_rows}
 
 
-def eval_rewards(recipe: dict, file, columns) -> list:
-    try:
-        return resolve_rewards(recipe.get("reward") or ["accuracy"], columns=columns)
-    except ValueError as exc:
-        raise RecipeError(f"{file}: {exc}") from None
-
-
-def evaluate_model(path: str, eval_data: Dataset, cfg: dict, rewards=None) -> dict:
+def evaluate_model(path: str, eval_data: Dataset, cfg: dict, rewards=None, out_dir: Path | None = None) -> dict:
     """Greedy accuracy (the first reward: by default final number == answer) and format rate (reply is just a
-    number), from one generation; rewards are called as in training (tokrl.rewards.score_completions)."""
+    number), from one generation; rewards are called as in training (tokrl.rewards.score_completions). Written to
+    `out_dir/eval.json` when given."""
     model, tokenizer = load_model(path)
     if torch.cuda.is_available():
         model.to("cuda")
@@ -185,15 +169,17 @@ def evaluate_model(path: str, eval_data: Dataset, cfg: dict, rewards=None) -> di
     texts = [o[0] for o in outputs]
     accuracy = score_completions(rewards or [accuracy_reward], dataset_rows(eval_data),
                                  as_completions(list(eval_data["prompt"]), texts))[0]
-    formatted = format_reward(texts)
-    return {"accuracy": sum(accuracy) / len(texts), "format_rate": sum(formatted) / len(texts),
-            "num_prompts": len(texts), "examples": texts[:5], "per_prompt": {"accuracy": list(accuracy)}}
+    result = {"accuracy": sum(accuracy) / len(texts), "format_rate": sum(format_reward(texts)) / len(texts),
+              "num_prompts": len(texts), "examples": texts[:5], "per_prompt": {"accuracy": list(accuracy)}}
+    if out_dir is not None:
+        (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str | None = None,
               dry_run: bool = False) -> dict:
-    """`tokrl clean RECIPE.yaml`: every stage in order, finished ones skipped; returns (and writes to
-    output_dir/report.json) the report."""
+    """`tokrl train RECIPE.yaml` for method: token_cleaning: every stage in order, finished ones skipped; returns
+    (and writes to output_dir/report.json) the report."""
     file = str(recipe_path)
     recipe = check_recipe(load_recipe(recipe_path, list(overrides)), file)
     if stage is not None:
@@ -226,7 +212,8 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
     tokens = tokenize("tokenize", splits["pool"])
     token_fp = stage_fingerprint(root / "tokenize")
     models = Models()
-    report: dict = {"output_dir": str(root), "model": base, "keep_ratio": ratio, "pool_rows": len(tokens), "variants": {}}
+    report: dict = {"output_dir": str(root), "model": base, "keep_ratio": ratio, "pool_rows": len(tokens),
+                    "variants": {}}
 
     def train(stage_dir, init, dataset, weighting, fingerprint, overwrite, where="trainer", cfg=None):
         # the SFT runs truncate like the tokenize stage unless the recipe says otherwise
@@ -277,64 +264,41 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
                                            "train": stage_metadata(root / f"model_{variant}")}
 
     if "self_evolving" in variants:
-        def evolve(ow):
-            def train_round(stage_dir, init, dataset, weighting):
-                select = Path(stage_dir).parent / "select_global"
-                fp = config_hash([token_fp, Path(stage_dir).parent.name, len(dataset),
-                                  stage_fingerprint(select) if select.is_dir() else None])
-                return train(stage_dir, init, dataset, weighting, fp, ow)
-
-            return self_evolving_cleaning(
-                tokens, runner.dir("self_evolving"), base=base, keep_ratio=ratio,
-                num_chunks=int(cleaning.get("num_chunks", 5)), batch_size=batch, models=models, train=train_round,
-                overwrite=ow, tokens_fingerprint=token_fp, base_dir=root / "logps_base")
-
-        final, rounds = runner.step("self_evolving", evolve)
+        final, rounds = runner.step("self_evolving", lambda ow: self_evolving_cleaning(
+            tokens, runner.dir("self_evolving"), base=base, keep_ratio=ratio,
+            num_chunks=int(cleaning.get("num_chunks", 5)), batch_size=batch, models=models,
+            train=lambda stage_dir, init, dataset, weighting, fp: train(stage_dir, init, dataset, weighting, fp, ow),
+            overwrite=ow, tokens_fingerprint=token_fp, base_dir=root / "logps_base"))
         finals["self_evolving"] = final
-        entry = {"rounds": rounds}
-        if "corrupted" in tokens.column_names:
-            parts = []
-            for r in rounds[1:]:
-                a, b = r["rows"]
-                sel = load_stage(root / "self_evolving" / f"round_{r['round']:02d}" / "select_global")
-                parts.append(cleaned_dataset(tokens.select(range(a, b)), sel))
-            entry["removal"] = quality(concatenate_datasets(parts))  # over the cleaned chunks 1..T
-        report["variants"]["self_evolving"] = entry
+        report["variants"]["self_evolving"] = {"rounds": rounds}
+        if "corrupted" in tokens.column_names:  # removal over the cleaned chunks 1..T
+            report["variants"]["self_evolving"]["removal"] = quality(concatenate_datasets([cleaned_dataset(
+                tokens.select(range(*r["rows"])), load_stage(root / "self_evolving" / f"round_{r['round']:02d}" /
+                                                             "select_global")) for r in rounds[1:]]))
 
     eval_cfg = recipe.get("eval")
     if eval_cfg is not None and splits["eval"] is not None:
-        rewards = eval_rewards(recipe, file, splits["eval"].column_names)
+        rewards = recipe_rewards(recipe, file, splits["eval"].column_names)
         models._model = None
         targets = {"base": base, **finals}
         eval_fp = dataset_fingerprint(splits["eval"])  # in the key: a changed eval split is never a stale result
         for name, path in targets.items():
-            result_path = runner.step(f"eval/{name}", lambda ow, n=name, p=path: run_artifact_stage(
-                "eval", runner.dir(f"eval/{n}"), lambda tmp: _eval_to(tmp, p, splits["eval"], eval_cfg, rewards),
+            runner.step(f"eval/{name}", lambda ow, n=name, p=path: run_artifact_stage(
+                "eval", runner.dir(f"eval/{n}"), lambda tmp: evaluate_model(p, splits["eval"], eval_cfg, rewards, tmp),
                 {"model": p, "eval": eval_cfg, "eval_data": eval_fp}, overwrite=ow))
-            result = json.loads((result_path / "eval.json").read_text())
-            report["variants"].setdefault(name, {})["eval"] = result
+            report["variants"].setdefault(name, {})["eval"] = stage_metadata(runner.dir(f"eval/{name}"))
     (root / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return report
-
-
-def _eval_to(tmp: Path, path: str, eval_data: Dataset, cfg: dict, rewards=None) -> dict:
-    result = evaluate_model(path, eval_data, cfg, rewards)
-    (tmp / "eval.json").write_text(json.dumps(result, indent=1))
-    return result
 
 
 def summary_table(report: dict) -> str:
     """One line per variant: kept fraction, removal precision/recall, eval accuracy."""
     lines = [f"{'variant':<14} {'kept':>6} {'prec':>6} {'recall':>6} {'acc':>6} {'format':>6}"]
     for name, v in report["variants"].items():
-        rem = v.get("removal") or {}
-        ev = v.get("eval") or {}
-
-        def f(x):
-            return f"{x:6.3f}" if isinstance(x, (int, float)) else f"{'-':>6}"
-
-        lines.append(f"{name:<14} {f(rem.get('kept_frac'))} {f(rem.get('removal_precision'))} "
-                     f"{f(rem.get('removal_recall'))} {f(ev.get('accuracy'))} {f(ev.get('format_rate'))}")
+        values = [(v.get("removal") or {}).get(k) for k in ("kept_frac", "removal_precision", "removal_recall")]
+        values += [(v.get("eval") or {}).get(k) for k in ("accuracy", "format_rate")]
+        cells = [f"{x:6.3f}" if isinstance(x, (int, float)) else f"{'-':>6}" for x in values]
+        lines.append(" ".join([f"{name:<14}", *cells]))
     return "\n".join(lines)
 
 

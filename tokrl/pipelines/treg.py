@@ -31,37 +31,24 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from tokrl.pipelines.preference import check_pair_sections, response_text, task_pairs, train_and_eval
-from tokrl.pipelines.runner import (
-    EvalSettings,
-    Runner,
-    StopPipeline,
-    lora_config,
-    model_loader,
-    open_pipeline_recipe,
-    settings_from,
-)
+from tokrl.pipelines.preference import RECIPE_KEYS, run_pair_pipeline
+from tokrl.pipelines.runner import model_loader, open_pipeline_recipe, settings_from
 from tokrl.pipelines.stage import run_stage
-from tokrl.recipe import RecipeError, build_config, check_keys
-from tokrl.run_dir import write_run_info
+from tokrl.recipe import RecipeError, build_config
+from tokrl.rewards.arithmetic import completion_text
 from tokrl.scoring import score_tokens
 from tokrl.trainers.token_columns import SIDES, token_columns_metadata, tokenize_preference, tokenizer_fingerprint
 from tokrl.trainers.treg import TREGConfig, TREGTrainer
 from tokrl.utils import did_you_mean
 
 
+_DRAFT = "Below is a request and a draft reply to it.\n\nRequest:\n{prompt}\n\nDraft reply:\n{response}\n\n"
 TEMPLATES = {
     "revision": {
-        "better": (
-            "Below is a request and a draft reply to it.\n\nRequest:\n{prompt}\n\nDraft reply:\n{response}\n\n"
-            "Rewrite the draft into a stronger reply: more helpful, correct, coherent and concise. "
-            "Output only the new reply."
-        ),
-        "worse": (
-            "Below is a request and a draft reply to it.\n\nRequest:\n{prompt}\n\nDraft reply:\n{response}\n\n"
-            "Rewrite the draft into a weaker reply: less helpful, incorrect, incoherent and wordy. "
-            "Output only the new reply."
-        ),
+        "better": _DRAFT + "Rewrite the draft into a stronger reply: more helpful, correct, coherent and concise. "
+                           "Output only the new reply.",
+        "worse": _DRAFT + "Rewrite the draft into a weaker reply: less helpful, incorrect, incoherent and wordy. "
+                          "Output only the new reply.",
     },
     "instruction": {
         "better": "{prompt}\n\nGive a helpful, correct, coherent and concise answer.",
@@ -150,17 +137,12 @@ def fit_context(tokenizer, template: str, prompt, draft: str, completion_len: in
 
 
 def token_rewards(logps_better: list[float], logps_worse: list[float]) -> list[float]:
-    """r_t = sigmoid(l+_t - l-_t) - 0.5, per token (a sigmoid that cannot overflow; -inf log-probs give +-0.5)."""
-
-    def sigmoid(x: float) -> float:
-        if x != x:
-            raise ValueError("T-REG score: a log-prob difference is NaN (inf - inf): the evaluator gives a token -inf")
-        if x >= 0:
-            return 1.0 / (1.0 + math.exp(-x))
-        e = math.exp(x)
-        return e / (1.0 + e)
-
-    return [sigmoid(a - b) - 0.5 for a, b in zip(logps_better, logps_worse)]
+    """r_t = sigmoid(l+_t - l-_t) - 0.5 = tanh((l+_t - l-_t) / 2) / 2, per token (the tanh form cannot overflow;
+    -inf log-probs give +-0.5)."""
+    diffs = [a - b for a, b in zip(logps_better, logps_worse)]
+    if any(d != d for d in diffs):
+        raise ValueError("T-REG score: a log-prob difference is NaN (inf - inf): the evaluator gives a token -inf")
+    return [0.5 * math.tanh(d / 2) for d in diffs]
 
 
 def build_scoring_examples(tokenizer, example: dict, settings: TREGScoreSettings) -> tuple[dict, list[dict], int]:
@@ -173,7 +155,7 @@ def build_scoring_examples(tokenizer, example: dict, settings: TREGScoreSettings
     completion = {side: tok[f"{side}_ids"] for side in SIDES}
     examples, cut = [], 0
     for side in SIDES:
-        draft = response_text(example[side])
+        draft = completion_text(example[side])
         for which in ("better", "worse"):
             ctx, truncated = fit_context(tokenizer, settings.templates[which], example["prompt"], draft,
                                          len(completion[side]), settings.max_context_length)
@@ -185,18 +167,14 @@ def build_scoring_examples(tokenizer, example: dict, settings: TREGScoreSettings
 def score_pairs(model, tokenizer, pairs: Dataset, settings: TREGScoreSettings, meta: str) -> list[dict]:
     """Rows of `pairs` plus T-REG's per-token columns (see the module docstring) and `treg_contexts_cut` (how many
     of the row's 4 contexts had their draft shortened to fit `max_context_length`)."""
-    rows, examples, completions, cuts = [], [], [], []
-    for row in pairs:
-        if "prompt" not in row:
-            raise ValueError("T-REG score: the pairs need an explicit 'prompt' column")
-        completion, four, n_cut = build_scoring_examples(tokenizer, row, settings)
-        rows.append(row)
-        completions.append(completion)
-        examples.extend(four)
-        cuts.append(n_cut)
+    if "prompt" not in pairs.column_names:
+        raise ValueError("T-REG score: the pairs need an explicit 'prompt' column")
+    rows = list(pairs)
+    built = [build_scoring_examples(tokenizer, row, settings) for row in rows]
+    examples = [example for _, four, _ in built for example in four]
     scores = score_tokens(model, examples, batch_size=settings.batch_size) if examples else []
     out = []
-    for i, (row, completion) in enumerate(zip(rows, completions)):
+    for i, (row, (completion, _, n_cut)) in enumerate(zip(rows, built)):
         cb, cw, rb, rw = (s["logps"] for s in scores[4 * i : 4 * i + 4])
         out.append({
             **row,
@@ -205,7 +183,7 @@ def score_pairs(model, tokenizer, pairs: Dataset, settings: TREGScoreSettings, m
             "chosen_token_ids": completion["chosen"],
             "rejected_token_ids": completion["rejected"],
             "token_columns_meta": meta,
-            "treg_contexts_cut": cuts[i],
+            "treg_contexts_cut": n_cut,
         })
     return out
 
@@ -215,18 +193,14 @@ def score_stage(stage_dir: str | Path, model, tokenizer, pairs: Dataset, setting
                 model_id: str | None = None) -> Dataset:
     """The crash-safe `score` stage over a pairs dataset; returns it with the reward columns."""
     meta = token_columns_metadata(tokenizer, evaluator=evaluator_id, template_hash=settings.template_hash())
-
-    def fn(shard: Dataset, index: int):
-        return score_pairs(model, tokenizer, shard, settings, meta)
-
     config = {"settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "shard_size")},
               "templates": settings.templates, "evaluator": evaluator_id,
               "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
-    out = run_stage("treg_score", stage_dir, fn, pairs, config, shard_size=settings.shard_size, overwrite=overwrite,
-                    input_fingerprint=input_fingerprint,
-                    metadata={"evaluator": evaluator_id, "template_hash": settings.template_hash(),
-                              "templates": settings.templates, "model": model_id or evaluator_id})
-    return out
+    return run_stage("treg_score", stage_dir, lambda shard, i: score_pairs(model, tokenizer, shard, settings, meta),
+                     pairs, config, shard_size=settings.shard_size, overwrite=overwrite,
+                     input_fingerprint=input_fingerprint,
+                     metadata={"evaluator": evaluator_id, "template_hash": settings.template_hash(),
+                               "templates": settings.templates, "model": model_id or evaluator_id})
 
 
 def reward_stats(scored: Dataset) -> dict[str, float]:
@@ -252,59 +226,39 @@ def reward_stats(scored: Dataset) -> dict[str, float]:
 # ---- the whole pipeline -----------------------------------------------------------------------------------------
 
 STAGES = ("sample", "select_pairs", "score", "eval_before", "train", "eval_after", "train_dpo", "eval_dpo")
-RECIPE_KEYS = ("method", "model", "trust_remote_code", "task", "prompts", "data", "pairs", "reward", "output_dir",
-               "sample", "select", "score", "train", "trainer", "baseline", "eval", "description")
 
 
 def run_treg(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: str | None = None,
              stop_after: str | None = None, dry_run: bool = False) -> dict:
-    """`tokrl treg RECIPE.yaml`: sample -> select -> score -> train (+ evals, optional DPO baseline), skipping
-    complete stages; returns (and writes to `output_dir/summary.json`) a summary."""
-    file, recipe, output_dir, model_id, load_base, trainer_section = open_pipeline_recipe(
-        recipe_path, overrides, "treg", RECIPE_KEYS)
-    score_settings = settings_from(TREGScoreSettings, recipe.get("score"), "score", file)
-    eval_settings = settings_from(EvalSettings, recipe.get("eval"), "eval", file)
-    train = check_keys(recipe.get("train"), ("lora",), "train", file)
-    baseline = check_keys(recipe.get("baseline"), ("dpo",), "baseline", file)
-    evaluator_id = score_settings.evaluator or model_id
-    config = build_config(TREGConfig, trainer_section, file, "trainer", output_dir=str(output_dir / "train"),
+    """`tokrl train RECIPE.yaml` for method: treg: sample -> select -> score -> train (+ evals, optional DPO
+    baseline), skipping complete stages; returns (and writes to `output_dir/summary.json`) a summary."""
+    p = open_pipeline_recipe(recipe_path, overrides, "treg", RECIPE_KEYS)
+    score_settings = settings_from(TREGScoreSettings, p.recipe.get("score"), "score", p.file)
+    evaluator_id = score_settings.evaluator or p.model_id
+    config = build_config(TREGConfig, p.trainer, p.file, "trainer", output_dir=str(p.output_dir / "train"),
                           report_to="none", treg_expected_evaluator=evaluator_id,
                           treg_expected_template_hash=score_settings.template_hash())
-    check_pair_sections(recipe, file)
-    lora_config(train.get("lora"), "train.lora", file)
-    runner = Runner(output_dir, STAGES, overwrite=overwrite, only=stage, stop_after=stop_after, file=file)
-    if dry_run:  # every section checked, nothing loaded or written
-        return {"recipe": file, "ok": True, "stages": list(STAGES)}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(output_dir, recipe, file)
-    summary: dict = {"method": "treg", "output_dir": str(output_dir), "model": model_id,
-                     "template": score_settings.template, "treg_alpha": config.treg_alpha}
-    try:
-        source, _ = task_pairs(runner, recipe, file, load_base, model_id=model_id)
-        summary["sampling"] = source.stats
 
-        def score(ow):
-            model, tokenizer = load_base()
-            if score_settings.evaluator and score_settings.evaluator != model_id:
+    def score(runner, source, sft, summary):
+        def score_pairs(ow):
+            model, tokenizer = p.load_base()
+            if score_settings.evaluator and score_settings.evaluator != p.model_id:
                 evaluator, eval_tok = model_loader(score_settings.evaluator,
-                                                   bool(recipe.get("trust_remote_code", False)))()
+                                                   bool(p.recipe.get("trust_remote_code", False)))()
                 if tokenizer_fingerprint(eval_tok) != tokenizer_fingerprint(tokenizer):
-                    raise RecipeError(f"{file}: score.evaluator '{score_settings.evaluator}' has another tokenizer "
-                                      f"than the model '{model_id}'; the token rewards must use the trainer's ids")
+                    raise RecipeError(f"{p.file}: score.evaluator '{score_settings.evaluator}' has another "
+                                      f"tokenizer than the model '{p.model_id}'; the token rewards must use the "
+                                      "trainer's ids")
                 model = evaluator
             return score_stage(runner.dir("score"), model, tokenizer, source.pairs, score_settings,
                                evaluator_id=evaluator_id, input_fingerprint=source.fingerprint, overwrite=ow,
-                               model_id=model_id)
+                               model_id=p.model_id)
 
-        scored = runner.step("score", score)
+        scored = runner.step("score", score_pairs)
         summary["token_rewards"] = reward_stats(scored)
         print(f"[tokrl] T-REG token rewards: {summary['token_rewards']}", flush=True)
-        lora_spec = train.get("lora")
-        train_and_eval(runner, recipe, file, scored, source, load_base, model_id, config, lora_spec,
-                       trainer_section, eval_settings, baseline, trainer_cls=TREGTrainer, out=summary)
-    except StopPipeline as stop:
-        summary["stopped_after"] = stop.name
-        if isinstance(stop.result, dict):  # evaluations and training report a dict
-            summary[stop.name] = stop.result
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    return summary
+        return scored
+
+    return run_pair_pipeline(p, STAGES, config, TREGTrainer, score, summary={
+        "template": score_settings.template, "treg_alpha": config.treg_alpha}, overwrite=overwrite, stage=stage,
+        stop_after=stop_after, dry_run=dry_run)

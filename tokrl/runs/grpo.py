@@ -14,9 +14,8 @@ from tokrl.data.dataset import build_data, data_spec, is_local
 from tokrl.diagnostics import METRICS, MetricsLogCallback
 from tokrl.evaluation import check_eval_settings, evaluate, headline
 from tokrl.models import load_model, recipe_model_source
-from tokrl.pipelines.runner import lora_config
+from tokrl.pipelines.runner import lora_config, recipe_rewards
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe, section
-from tokrl.rewards import resolve_rewards
 from tokrl.run_dir import claim_run_dir, write_run_info
 from tokrl.utils import load_object
 from tokrl.weighting import build_weighter
@@ -81,19 +80,10 @@ def prepare_run(recipe_path, overrides=()) -> dict:
     config = build_config(config_cls, trainer_section, file, "trainer", report_to="none")
     spec = data_spec(recipe, file)
     data = build_data(spec) if is_local(spec) else None  # a hub dataset is fetched by the run, not by validate
-    rewards = recipe_rewards(recipe, file, data)
+    rewards = recipe_rewards(recipe, file, data["train"].column_names if data is not None else None)
     peft_config = lora_config(recipe.get("peft") or None, "peft", file)
     return {"file": file, "recipe": recipe, "trainer_cls": trainer_cls, "config": config, "data": data, "data_spec": spec,
             "rewards": rewards, "eval": eval_cfg, "output_dir": Path(output_dir), "peft_config": peft_config}
-
-
-def recipe_rewards(recipe: dict, file, data) -> list:
-    """The recipe's rewards, their signatures checked against the data's columns (when the data is read)."""
-    try:
-        return resolve_rewards(recipe.get("reward") or ["accuracy"],
-                               columns=data["train"].column_names if data is not None else None)
-    except ValueError as exc:
-        raise RecipeError(f"{file}: {exc}") from None
 
 
 def train_recipe(recipe_path, overrides=(), callbacks=(), *, resume: bool = False, overwrite: bool = False):
@@ -109,7 +99,7 @@ def train_recipe(recipe_path, overrides=(), callbacks=(), *, resume: bool = Fals
     data = run["data"]
     if data is None:  # hub data: read now, and the rewards checked against its columns
         data = build_data(run["data_spec"])
-        recipe_rewards(recipe, recipe_path, data)
+        recipe_rewards(recipe, recipe_path, data["train"].column_names)
     model, tokenizer = load_model(recipe["model"], trust_remote_code=bool(recipe.get("trust_remote_code", False)))
 
     eval_data = data["eval"]
