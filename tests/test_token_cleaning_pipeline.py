@@ -13,6 +13,7 @@ from datasets import Dataset
 from tokrl.data.corrupted_sft import CorruptedArithmeticSFT, corrupt_answer, corrupted_token_mask, removal_quality
 from tokrl.models import save_tiny_model, tiny_model
 from tokrl.pipelines import token_cleaning as tc
+from tokrl.pipelines.stage import run_stage
 from tokrl.pipelines.token_cleaning_run import check_recipe, load_cleaned
 from tokrl.recipe import build_config, load_recipe
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
@@ -156,7 +157,8 @@ def test_self_evolving_rounds(tmp_path):
     def score(model, rows, stage_dir, *, model_id, batch_size, overwrite, input_fingerprint):
         scored.append((model, len(rows), Path(stage_dir).parent.name))
         rng = np.random.default_rng(len(scored))
-        return Dataset.from_dict({"logps": [[0.0, 0.0, *rng.normal(size=4).tolist()] for _ in range(len(rows))]})
+        logps = [[0.0, 0.0, *rng.normal(size=4).tolist()] for _ in range(len(rows))]  # one shard: < 256 rows
+        return run_stage("logps", stage_dir, lambda shard, i: {"logps": logps}, rows, {"model": model_id})
 
     def train(stage_dir, init, dataset, weighting, fingerprint):
         trained.append((init, len(dataset), weighting, sum(map(sum, dataset["token_mask"]))

@@ -97,9 +97,11 @@ def contrast_config(trainer_spec: dict, file, output_dir: str) -> SFTConfig:
                         gradient_checkpointing=gpu, report_to="none", output_dir=output_dir)
 
 
-def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, lora_spec: dict, trainer_spec: dict, file,
-                   *, input_fingerprint: str, overwrite: bool) -> Path:
-    """Train one LoRA adapter (the positive or the negative model) with SFTTrainer; saved under `artifact/`."""
+def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, contrast: dict, file, *,
+                   input_fingerprint: str, overwrite: bool) -> Path:
+    """Train one LoRA adapter (the positive or the negative model) with SFTTrainer, as the recipe's `contrast`
+    section says over the release's defaults; saved under `artifact/`."""
+    lora_spec, trainer_spec = contrast.get("lora", CONTRAST_LORA), contrast.get("trainer") or {}
     if len(sft) == 0:
         raise StageError(f"stage 'contrast_{side}': the {side} SFT set is empty (no "
                          f"{'correct' if side == 'positive' else 'incorrect'} samples); sample more or change the "
@@ -225,12 +227,8 @@ def run_cdpo(recipe_path: str, overrides=(), *, overwrite: bool = False, stage: 
         adapters = {}
         for side in ("positive", "negative"):
             data, fp = sft[side]
-            adapters[side] = runner.step(
-                f"contrast_{side}",
-                lambda ow, s=side, d=data, f=fp: contrast_stage(runner.dir(f"contrast_{s}"), s, d, p.load_base,
-                                                                contrast.get("lora", CONTRAST_LORA),
-                                                                contrast.get("trainer") or {}, file,
-                                                                input_fingerprint=f, overwrite=ow),
+            adapters[side] = runner.step(f"contrast_{side}", lambda ow, s=side, d=data, f=fp: contrast_stage(
+                runner.dir(f"contrast_{s}"), s, d, p.load_base, contrast, file, input_fingerprint=f, overwrite=ow),
                 load=lambda d: d / "artifact" / "adapter")
         contrast_fp = config_hash([stage_fingerprint(runner.dir("contrast_positive")),
                                    stage_fingerprint(runner.dir("contrast_negative")), source.fingerprint])

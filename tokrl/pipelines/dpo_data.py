@@ -1,4 +1,5 @@
-"""`tokrl dpo RECIPE.yaml`: (token- and pair-)weighted DPO on the user's own preference data, no scoring pipeline.
+"""`tokrl train RECIPE.yaml` for method: dpo (alias `tokrl dpo`): (token- and pair-)weighted DPO on the user's own
+preference data, no scoring pipeline.
 
     method: dpo
     model: smollm2-135m-instruct

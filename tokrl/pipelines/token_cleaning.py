@@ -22,7 +22,6 @@ selects within the chunk, and trains on it starting from the round t-1 model (fr
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,6 @@ from tokrl.scoring import score_tokens
 from tokrl.trainers.token_cleaning_sft import TokenCleaningSFTTrainer
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
 from tokrl.trainers.token_cleaning_tokens import completion_span, tokenize_sft_row, truncation_slice
-
-logger = logging.getLogger(__name__)
 
 SELECTIONS = ("global", "per_sample", "random")
 MASK_WEIGHTING = {"name": "column", "column": "token_mask"}
@@ -304,13 +301,6 @@ def _fingerprints(*stage_dirs) -> str:
     return config_hash([stage_fingerprint(d) for d in stage_dirs])
 
 
-def _chunk_fingerprint(base_dir: Path, rdir: Path, a: int, b: int) -> str | None:
-    try:
-        return config_hash([_fingerprints(base_dir, rdir / "logps_reference"), a, b])
-    except Exception:  # stub scorers in tests write no stage
-        return None
-
-
 def chunk_bounds(n: int, num_chunks: int) -> list[tuple[int, int]]:
     """Contiguous, near-equal chunks in dataset order (no shuffling), as in the official self-evolving script."""
     if num_chunks < 2:
@@ -346,9 +336,10 @@ def self_evolving_cleaning(tokens: Dataset, root: Path, *, base: str, keep_ratio
                        batch_size=batch_size, overwrite=overwrite,
                        input_fingerprint=config_hash([tokens_fingerprint, a, b]) if tokens_fingerprint else None)
         chunk_base = base_lp.select(range(a, b))
+        logps_fp = config_hash([_fingerprints(base_dir, rdir / "logps_reference"), a, b])
         selected = select_stage(chunk, chunk_base, ref_lp, rdir / "select_global", keep_ratio=keep_ratio,
-                                selection="global", models={"base": base, "reference": current},
-                                overwrite=overwrite, input_fingerprint=_chunk_fingerprint(base_dir, rdir, a, b))
+                                selection="global", models={"base": base, "reference": current}, overwrite=overwrite,
+                                input_fingerprint=logps_fp)
         cleaned = cleaned_dataset(chunk, selected)
         summary = json.loads((rdir / "select_global" / "selection.json").read_text())
         init = current

@@ -23,7 +23,6 @@ tokens when the data records them, the training summary and the eval accuracy.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
@@ -49,8 +48,6 @@ from tokrl.pipelines.token_cleaning import (
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
 from tokrl.rewards import accuracy_reward, format_reward, score_completions
 from tokrl.trainers.token_cleaning_sft_config import TokenCleaningSFTConfig
-
-logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("method", "output_dir", "model", "seed", "data", "reward", "cleaning", "lora", "reference_trainer",
             "trainer", "eval")
@@ -222,6 +219,11 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
                            weighting=weighting, lora=lora, data_fingerprint=fingerprint, file=file, where=where,
                            overwrite=overwrite, chat_template=chat_template)
 
+    def train_step(name, dataset, weighting, fingerprint, **kw) -> tuple[str, dict]:
+        """SFT of the base model as stage `name`: (saved model path, training summary)."""
+        path = runner.step(name, lambda ow: train(runner.dir(name), base, dataset, weighting, fingerprint, ow, **kw))
+        return str(path), stage_metadata(runner.dir(name))
+
     def quality(cleaned: Dataset) -> dict:
         if "corrupted" not in cleaned.column_names:
             return {}
@@ -230,10 +232,8 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
 
     finals: dict[str, str] = {}
     if "all_tokens" in variants:
-        path = runner.step("model_all_tokens", lambda ow: train(runner.dir("model_all_tokens"), base, tokens,
-                                                                "uniform", token_fp, ow))
-        finals["all_tokens"] = str(path)
-        report["variants"]["all_tokens"] = {"train": stage_metadata(root / "model_all_tokens")}
+        finals["all_tokens"], summary = train_step("model_all_tokens", tokens, "uniform", token_fp)
+        report["variants"]["all_tokens"] = {"train": summary}
 
     fixed_like = [v for v in variants if v in ("fixed", "per_sample", "random")]
     if fixed_like:
@@ -243,10 +243,10 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
                 raise RecipeError(f"{file}: fixed-model cleaning needs cleaning.reference_model or a trusted set "
                                   "(data.trusted_path / data.trusted_rows)")
             trusted = tokenize("trusted_tokenize", splits["trusted"])
-            reference = str(runner.step("model_reference", lambda ow: train(
-                runner.dir("model_reference"), base, trusted, "uniform", stage_fingerprint(root / "trusted_tokenize"),
-                ow, where="reference_trainer", cfg=recipe.get("reference_trainer") or trainer_cfg)))
-            report["reference"] = {"model": reference, "train": stage_metadata(root / "model_reference")}
+            reference, summary = train_step("model_reference", trusted, "uniform",
+                                            stage_fingerprint(root / "trusted_tokenize"), where="reference_trainer",
+                                            cfg=recipe.get("reference_trainer") or trainer_cfg)
+            report["reference"] = {"model": reference, "train": summary}
         elif reference is not None:
             reference = resolve_model_path(reference)
             report["reference"] = {"model": reference}
@@ -257,11 +257,8 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
                 batch_size=batch, models=models, seed=seed, overwrite=ow, tokens_fingerprint=token_fp,
                 base_dir=root / "logps_base"))
             fp = config_hash([token_fp, stage_fingerprint(root / "fixed" / f"select_{selection}")])
-            path = runner.step(f"model_{variant}", lambda ow, v=variant, c=cleaned, f=fp: train(
-                runner.dir(f"model_{v}"), base, c, MASK_WEIGHTING, f, ow))
-            finals[variant] = str(path)
-            report["variants"][variant] = {"selection": summary, "removal": quality(cleaned),
-                                           "train": stage_metadata(root / f"model_{variant}")}
+            finals[variant], trained = train_step(f"model_{variant}", cleaned, MASK_WEIGHTING, fp)
+            report["variants"][variant] = {"selection": summary, "removal": quality(cleaned), "train": trained}
 
     if "self_evolving" in variants:
         final, rounds = runner.step("self_evolving", lambda ow: self_evolving_cleaning(
