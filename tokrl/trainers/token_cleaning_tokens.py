@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from trl.data_utils import _tokenize, common_prefix_length, is_conversational
+from trl.data_utils import common_prefix_length
+
+from tokrl.trainers.token_columns import tokenize_continuations
 
 
 def _at(row: int | None) -> str:
@@ -42,18 +44,9 @@ def tokenize_sft_row(example: dict, tokenizer, chat_template: str | None = None,
         example = {**example, "prompt": prompt, "completion": completion}
     if "prompt" not in example or "completion" not in example:
         raise ValueError(f"{_at(row)}an SFT row needs 'prompt' and 'completion' columns (or 'messages')")
-    kwargs = {"chat_template": chat_template}
-    if is_conversational(example):
-        tools = example.get("tools")
-        kwargs.update(tools=tools, **(example.get("chat_template_kwargs") or {}))
-        prompt_ids = _tokenize(tokenizer, example["prompt"], add_generation_prompt=True, **kwargs)["input_ids"]
-        ids = _tokenize(tokenizer, example["prompt"] + example["completion"], **kwargs)["input_ids"]
-    else:
-        completion = example["completion"]
-        if not completion.endswith(tokenizer.eos_token):
-            completion = completion + tokenizer.eos_token
-        prompt_ids = _tokenize(tokenizer, example["prompt"], **kwargs)["input_ids"]
-        ids = _tokenize(tokenizer, example["prompt"] + completion, **kwargs)["input_ids"]
+    prompt_ids, full = tokenize_continuations(tokenizer, example, ("completion",), chat_template=chat_template,
+                                              tools=example.get("tools"))
+    ids = full["completion"]
     prompt_len = common_prefix_length(prompt_ids, ids)
     if prompt_len == 0:
         raise ValueError(f"{_at(row)}empty prompt after tokenisation; the first response token needs a context")

@@ -64,26 +64,29 @@ def ids_column(side: str) -> str:
 # ---- tokenisation (mirrors TRL 1.16 DPOTrainer._prepare_dataset; pinned by tests against the trainer) -------------
 
 
+def tokenize_continuations(tokenizer, example: dict[str, Any], sides, **template_kwargs):
+    """(prompt ids, {side: ids of `prompt + example[side]`}) as TRL 1.16's DPO and SFT trainers tokenise them:
+    conversational rows through the chat template (the prompt alone with the generation prompt; `template_kwargs`,
+    then the row's `chat_template_kwargs`), plain text with `eos_token` appended unless it is already there."""
+    prompt = example["prompt"]
+    if is_conversational(example):
+        kwargs = {**template_kwargs, **(example.get("chat_template_kwargs") or {})}
+        prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True, **kwargs)["input_ids"]
+        return prompt_ids, {s: _tokenize(tokenizer, prompt + example[s], **kwargs)["input_ids"] for s in sides}
+    eos = tokenizer.eos_token
+    texts = {s: example[s] if example[s].endswith(eos) else example[s] + eos for s in sides}
+    prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
+    return prompt_ids, {s: _tokenize(tokenizer, prompt + t)["input_ids"] for s, t in texts.items()}
+
+
 def tokenize_preference(tokenizer, example: dict[str, Any]) -> dict[str, list[int]]:
     """`prompt_ids`, `chosen_ids`, `rejected_ids` exactly as TRL 1.16's DPOTrainer tokenises `example`."""
     example = dict(example)
     if "prompt" not in example:
         example.update(extract_prompt(example))
-    conversational = is_conversational(example)
-    if not conversational:
-        eos = tokenizer.eos_token
-        for side in SIDES:
-            if not example[side].endswith(eos):
-                example[side] = example[side] + eos
     tools = example.get("tools")
-    tools = json.loads(tools) if isinstance(tools, str) else tools
-    kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
-    if conversational:
-        prompt_ids = _tokenize(tokenizer, example["prompt"], add_generation_prompt=True, **kwargs)["input_ids"]
-        full = {s: _tokenize(tokenizer, example["prompt"] + example[s], **kwargs)["input_ids"] for s in SIDES}
-    else:
-        prompt_ids = _tokenize(tokenizer, example["prompt"])["input_ids"]
-        full = {s: _tokenize(tokenizer, example["prompt"] + example[s])["input_ids"] for s in SIDES}
+    prompt_ids, full = tokenize_continuations(tokenizer, example, SIDES,
+                                              tools=json.loads(tools) if isinstance(tools, str) else tools)
     prompt_len = min(common_prefix_length(prompt_ids, full[s]) for s in SIDES)
     return {
         "prompt_ids": list(prompt_ids[:prompt_len]),
