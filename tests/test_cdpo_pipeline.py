@@ -69,7 +69,12 @@ def _full_logits_ce_prob(model, prompt_ids, ids, beta=1.0):
     return [math.exp(g[p + t - 1, tok].item()) for t, tok in enumerate(ids)]
 
 
-def test_cdpo_pipeline_end_to_end_on_the_tiny_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cpu_bf16", ["0", "1"])
+def test_cdpo_pipeline_end_to_end_on_the_tiny_model(tmp_path, monkeypatch, cpu_bf16):
+    """Also under the bf16 CPU default: the contrast SFT and the DPO stage share one process, and accelerate
+    refused the DPO stage's bf16 after an fp32 contrast stage (a fresh `tokrl train recipes/cdpo_arithmetic.yaml`
+    crashed at its train stage on a native-bf16 CPU)."""
+    monkeypatch.setenv("TOKRL_CPU_BF16", cpu_bf16)
     monkeypatch.setitem(REWARDS, "even_length", even_length)
     recipe = _recipe(tmp_path)
     summary = run_cdpo(recipe)
