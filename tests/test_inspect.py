@@ -8,7 +8,8 @@ import re
 from tokrl.cli import main
 from tokrl.reports.colors import colour
 from tokrl.reports.sources import pair_columns
-from tokrl.diagnostics.token_dump import append_jsonl, write_json_atomic
+from tokrl.diagnostics.token_dump import append_jsonl
+from tokrl.utils import write_json_atomic
 
 # Three dumped completions. Hand-made so that every colour below can be computed by hand.
 RECORDS = [

@@ -1,9 +1,12 @@
-"""Small helpers every layer uses: name suggestions and `module:attr` loading."""
+"""Small helpers every layer uses: name suggestions, `module:attr` loading, atomic JSON files."""
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import json
+import os
+from pathlib import Path
 
 
 def did_you_mean(word: str, choices) -> str:
@@ -22,3 +25,13 @@ def load_object(path: str, what: str):
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"{what} '{path}' could not be imported: {exc}") from None
 
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """Write JSON to a temporary file and rename it over `path`: a reader (or a killed writer) never leaves half a
+    file that looks complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
+    os.replace(tmp, path)

@@ -12,7 +12,8 @@ import os
 import platform
 from pathlib import Path
 
-from tokrl.compare.results import load_result, write_json_atomic
+from tokrl.compare.results import load_result
+from tokrl.utils import write_json_atomic
 from tokrl.compare.spec import Spec
 from tokrl.compare.stats import mean_ci, paired_bootstrap, verdict
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from tokrl.compare.spec import CLEANING, Run
 from tokrl.diagnostics.metrics_log import read_metrics
 from tokrl.reports.plots import series
+from tokrl.utils import write_json_atomic
 
 RESULT = "result.json"
 STAT_KEYS = {"kept_frac": "weights/kept_frac", "weight_mean": "weights/mean", "weight_std": "weights/std"}
@@ -28,13 +29,6 @@ def run_key(run: Run) -> str:
 def output_file(run: Run) -> Path:
     """The file a method's command writes last: its existence means the command finished."""
     return run.run_dir / ("report.json" if run.family == CLEANING else "summary.json")
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write-then-rename, so a reader (or a killed writer) never leaves a half file that looks complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def final_eval(run: Run) -> dict:

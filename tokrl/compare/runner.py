@@ -20,12 +20,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tokrl.compare.results import RESULT, collect, load_result, output_file, run_key, write_json_atomic
+from tokrl.compare.results import RESULT, collect, load_result, output_file, run_key
 from tokrl.compare.spec import ONLINE, Run, Spec
 from tokrl.diagnostics.metrics_log import read_metrics
 from tokrl.pipelines.stage import CACHE_ENV
 from tokrl.recipe import RecipeError
 from tokrl.reports.plots import series
+from tokrl.utils import write_json_atomic
 
 MARKER = "compare.json"
 

@@ -31,6 +31,7 @@ import trl
 from transformers import TrainerCallback
 
 from tokrl.models import EMBEDDED, cache_dir
+from tokrl.utils import write_json_atomic
 
 TOKEN_VALUES = "token_values.jsonl"
 RUN_INFO = "run_info.json"
@@ -158,15 +159,6 @@ def append_jsonl(path: str | Path, records: list[dict]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_json_atomic(path: str | Path, obj: dict) -> None:
-    """Write JSON to a temporary file and rename it over `path` (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
 
 
 def dump_tokens(view, tokenizer, run_dir: str | Path, step: int, max_samples: int, prompt=None) -> int:

@@ -72,7 +72,7 @@ def check_token_columns(example: dict, columns: Sequence[str], row: int, referen
         if len(example[column]) != length:
             raise ValueError(
                 f"row {row}: per-token column '{column}' has {len(example[column])} values but '{reference}' has "
-                f"{length} tokens; it was not produced with this tokenisation (re-run `tokrl clean` on this data)"
+                f"{length} tokens; it was not produced with this tokenisation (re-run `tokrl train RECIPE` on this data)"
             )
 
 
