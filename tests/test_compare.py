@@ -199,3 +199,25 @@ def test_a_bad_arm_is_refused_before_any_run_starts(spec_file, tmp_path, capsys)
     assert main(["compare", str(bad), "--no-progress"]) == 2
     assert "random_quantile" in capsys.readouterr().err  # did you mean
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_dpo_pipeline_run_reports_its_weights_and_step_time(tmp_path):
+    """Offline preference runs log inside their train stage: the result reads the stage's record instead."""
+
+    from tokrl.compare.results import collect, load_result
+    from tokrl.compare.spec import PREFERENCE, Run
+
+    run_dir = tmp_path / "cdpo" / "seed0"
+    run_dir.mkdir(parents=True)
+    summary = {"eval_after": {"accuracy": 0.44, "num_prompts": 100},
+               "train": {"seconds": 24.0, "steps": 8, "train_loss": 0.68,
+                         "mean_logged": {"weights/mean": 0.7165, "weights/kept_frac": 1.0, "weights/std": 0.391}}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    run = Run(arm="cdpo", seed=0, method="cdpo", family=PREFERENCE, command="train", recipe=tmp_path / "r.yaml",
+              overrides=[], run_dir=run_dir, max_steps=8)
+    result = collect(run, 60.04, 1)
+    assert result["eval"]["accuracy"] == 0.44 and result["wall_seconds"] == 60.0
+    assert (result["weight_mean"], result["kept_frac"], result["weight_std"]) == (0.7165, 1.0, 0.391)
+    assert result["step_time"] == 3.0
+    (run_dir / "result.json").write_text(json.dumps({"arm": "cdpo", "eval": {"accuracy": 0.44}}))  # an older record
+    assert load_result(run)["step_time"] == 3.0 and load_result(run)["weight_mean"] == 0.7165

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from tokrl.compare.spec import CLEANING, Run
+from tokrl.compare.spec import CLEANING, PREFERENCE, Run
 from tokrl.diagnostics.metrics_log import read_metrics
 from tokrl.reports.plots import series
 from tokrl.utils import write_json_atomic
@@ -85,12 +85,26 @@ def curves(path: Path | None) -> dict:
     return out
 
 
+def pipeline_training(run: Run) -> dict:
+    """A DPO pipeline's training statistics, from its train stage's record in summary.json (the stage's trainer
+    logs into its own checkpoint folder): weight statistics averaged over the logged steps, seconds per step."""
+    if run.family != PREFERENCE or not output_file(run).is_file():
+        return {}
+    train = json.loads(output_file(run).read_text()).get("train") or {}
+    logged = train.get("mean_logged") or {}
+    out = {name: float(logged[key]) for name, key in STAT_KEYS.items() if isinstance(logged.get(key), (int, float))}
+    if train.get("seconds") and train.get("steps"):
+        out["step_time"] = float(train["seconds"]) / int(train["steps"])
+    return out
+
+
 def collect(run: Run, wall_seconds: float | None, threads: int) -> dict:
     """The run's result record (see module doc); raises when the run's outputs are incomplete."""
     wall = None if wall_seconds is None else round(wall_seconds, 1)
     result = {"arm": run.arm, "seed": run.seed, "method": run.method, "command": ["tokrl", *run.argv],
               "wall_seconds": wall, "threads": threads, "eval": final_eval(run)}
     result.update(curves(metrics_file(run)))
+    result.update({k: v for k, v in pipeline_training(run).items() if k not in result})
     if "kept_frac" in result["eval"] and "kept_frac" not in result:
         result["kept_frac"] = result["eval"]["kept_frac"]
     return result
@@ -102,4 +116,6 @@ def load_result(run: Run, *, current_only: bool = False) -> dict | None:
     result = json.loads(path.read_text()) if path.is_file() else None
     if current_only and result is not None and result.get("key") != run_key(run):
         return None
+    if result is not None:  # records written before pipeline_training existed
+        result.update({k: v for k, v in pipeline_training(run).items() if k not in result})
     return result
