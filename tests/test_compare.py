@@ -203,7 +203,6 @@ def test_a_bad_arm_is_refused_before_any_run_starts(spec_file, tmp_path, capsys)
 
 def test_a_dpo_pipeline_run_reports_its_weights_and_step_time(tmp_path):
     """Offline preference runs log inside their train stage: the result reads the stage's record instead."""
-
     from tokrl.compare.results import collect, load_result
     from tokrl.compare.spec import PREFERENCE, Run
 
