@@ -70,3 +70,25 @@ def test_shaping_leaves_the_buffered_batch_alone(tiny, tmp_path):
     trainer._compute_loss(trainer.model, batch)
     torch.testing.assert_close(batch["advantages"], before, rtol=0, atol=0)  # num_iterations > 1 reuses it
     assert trainer.last_view.values["advantage"].shape == batch["completion_ids"].shape
+
+
+def test_a_shaper_gets_the_hidden_states_it_asks_for(tiny, tmp_path):
+    """The training forward captures the backbone's states when the shaper (not only the weighter) needs them."""
+    from tokrl.weighting import AdvantageShaper
+
+    seen = {}
+
+    class HiddenNormShaper(AdvantageShaper):
+        needs = frozenset({"advantages", "hidden_states"})
+
+        def shape(self, view):
+            seen["hidden"] = view.hidden_states
+            return self.token_advantages(view) + 0.01 * view.hidden_states.norm(dim=-1)
+
+    batch = fixed_grpo_batch()
+    trainer = make_grpo_trainer(WeightedGRPOTrainer, WeightedGRPOConfig, tiny, tmp_path,
+                                advantage_shaping=HiddenNormShaper())
+    trainer._compute_loss(trainer.model, batch)
+    hidden = seen["hidden"]
+    assert hidden.shape == (*batch["completion_ids"].shape, trainer.model.config.hidden_size)
+    assert not hidden.requires_grad and hidden.abs().sum() > 0

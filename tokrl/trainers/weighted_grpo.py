@@ -89,7 +89,7 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
     def _compute_loss(self, model, inputs):
         inputs = dict(inputs)  # the advantage shaper replaces inputs["advantages"]; keep TRL's buffered batch intact
         self._batch, self._logps = inputs, None
-        self._capture = HiddenStateCapture(model) if "hidden_states" in self.weighter.all_needs() else None
+        self._capture = HiddenStateCapture(model) if "hidden_states" in self.view_needs() else None
         try:
             with self._capture if self._capture is not None else contextlib.nullcontext():
                 return super()._compute_loss(model, inputs)
@@ -301,9 +301,13 @@ class WeightedGRPOTrainer(WeightLogging, GRPOTrainer):
 
     # ---- the token view ---------------------------------------------------------------------------------
 
+    def view_needs(self) -> frozenset[str]:
+        """What the weighter and the advantage shaper ask the loss-time view for."""
+        return self.weighter.all_needs() | (self.shaper.all_needs() if self.shaper is not None else frozenset())
+
     def build_view(self, inputs, entropies, mask) -> TokenView:
         """Collect what the weighter (and the advantage shaper) asked for from the batch and the forward TRL just ran."""
-        needs = self.weighter.all_needs() | (self.shaper.all_needs() if self.shaper is not None else frozenset())
+        needs = self.view_needs()
         view = TokenView(
             completion_ids=inputs["completion_ids"],
             completion_mask=mask,
