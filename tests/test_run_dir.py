@@ -71,3 +71,17 @@ def test_reuse_needs_resume_or_overwrite_and_metrics_never_mix(tiny_dir, tmp_pat
 
     assert main(["train", str(recipe), "trainer.max_steps=3", "--resume"]) == 0  # from the newest checkpoint
     assert steps(run) == [1, 2, 3]
+
+
+def test_the_last_checkpoint_is_the_newest_complete_one(tmp_path):
+    """A save cut short (killed, disk full) leaves `checkpoint-N` without trainer_state.json: resume before it."""
+    from tokrl.run_dir import last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    for step, complete in ((4, True), (8, True), (12, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "config.json").write_text("{}")
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-final").mkdir()
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-8"

@@ -62,7 +62,10 @@ def claim_run_dir(run_dir: Path, *, resume, overwrite: bool, file) -> None:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    found = [p for p in Path(run_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    """The newest complete `checkpoint-N` in `run_dir`: transformers writes `trainer_state.json` after the weights
+    and the optimizer, so a checkpoint cut short (a kill, a full disk) lacks it and is passed over."""
+    found = [p for p in Path(run_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").is_file()]
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 

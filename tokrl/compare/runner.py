@@ -26,6 +26,7 @@ from tokrl.diagnostics.metrics_log import read_metrics
 from tokrl.pipelines.stage import CACHE_ENV
 from tokrl.recipe import RecipeError
 from tokrl.reports.plots import series
+from tokrl.run_dir import last_checkpoint
 from tokrl.utils import write_json_atomic
 
 MARKER = "compare.json"
@@ -67,17 +68,11 @@ def steps_done(run: Run) -> int:
         return 0
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-             and (p / "trainer_state.json").is_file()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
-
-
 def prepare(run: Run) -> list[str]:
     """The argv to (re)start an unfinished run: resume where that is exact, else a clean run dir."""
     argv = list(run.argv)
     if run.family == ONLINE and run.run_dir.exists():
-        ckpt = latest_checkpoint(run.run_dir)
+        ckpt = last_checkpoint(run.run_dir)
         if ckpt is None:
             shutil.rmtree(run.run_dir)
         else:

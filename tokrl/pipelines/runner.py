@@ -28,6 +28,7 @@ from tokrl.models import load_model, recipe_model_source
 from tokrl.pipelines.stage import (StageError, dataset_fingerprint, is_complete, load_stage, run_artifact_stage,
                                   stage_metadata)
 from tokrl.recipe import RecipeError, check_keys, load_recipe
+from tokrl.run_dir import last_checkpoint
 from tokrl.rewards import resolve_rewards
 from tokrl.utils import did_you_mean
 
@@ -167,9 +168,9 @@ def train_preference_stage(stage_dir: Path, name: str, trainer_cls, config, data
         config.output_dir = str(checkpoints)
         trainer = trainer_cls(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                               peft_config=lora)
-        resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+        resume = last_checkpoint(checkpoints)  # the newest complete one: a killed save leaves a partial folder
         t0 = time.time()
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         means: dict[str, list[float]] = {}  # of the metrics logged with the loss (rewards/..., weights/...)
