@@ -129,6 +129,9 @@ def test_clean_command_removes_corrupted_tokens_and_resumes(tmp_path):
     for name in ("base", "fixed", "random", "self_evolving"):  # greedy eval of every model on the same prompts
         result = report["variants"][name]["eval"]
         assert result["num_prompts"] == 4 and len(result["examples"]) == 4 and 0 <= result["accuracy"] <= 1
+    recipe = yaml.safe_load(recipe_path.read_text())  # the recipe's seed is every SFT run's seed (none set its own)
+    trained = json.loads((tmp_path / "run" / "model_fixed" / "manifest.json").read_text())["config"]["trainer"]
+    assert trained["seed"] == recipe.get("seed", 0) and "seed" not in (recipe.get("trainer") or {})
     stamp = (tmp_path / "run" / "model_fixed" / "manifest.json").stat().st_mtime_ns
     assert main(["clean", str(recipe_path)]) == 0  # every stage is complete: a no-op
     assert (tmp_path / "run" / "model_fixed" / "manifest.json").stat().st_mtime_ns == stamp

@@ -2,7 +2,7 @@
 its stages (finished stages are skipped).
 
 Recipe sections (strict: unknown keys are errors naming the key and the file):
-    output_dir, model, seed
+    output_dir, model, seed (the data split, random selections, and every SFT run's seed unless its section sets one)
     data:      the SFT pool. Either the `data:` keys every method reads (tokrl.data.dataset: task or path,
                split / eval_split / eval_fraction, question_column, answer_column, template, system_prompt, ...):
                the train rows' prompt and their `completion` (else `solution`, the full answer text) are the pool,
@@ -213,8 +213,9 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
                     "variants": {}}
 
     def train(stage_dir, init, dataset, weighting, fingerprint, overwrite, where="trainer", cfg=None):
-        # the SFT runs truncate like the tokenize stage unless the recipe says otherwise
-        cfg = {"max_length": data_cfg.get("max_length", 1024), **(cfg if cfg is not None else trainer_cfg or {})}
+        # the SFT runs truncate like the tokenize stage and take the recipe's seed unless their section says otherwise
+        cfg = {"max_length": data_cfg.get("max_length", 1024), "seed": seed,
+               **(cfg if cfg is not None else trainer_cfg or {})}
         return model_stage(stage_dir, init_model=init, dataset=dataset, trainer=cfg,
                            weighting=weighting, lora=lora, data_fingerprint=fingerprint, file=file, where=where,
                            overwrite=overwrite, chat_template=chat_template)
