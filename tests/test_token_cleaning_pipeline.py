@@ -233,3 +233,19 @@ def test_lora_training_stage_saves_a_merged_model(tmp_path):
     init = AutoModelForCausalLM.from_pretrained(model_dir)
     assert not any("lora" in name for name in merged.state_dict())
     assert not torch.equal(merged.model.layers[0].self_attn.q_proj.weight, init.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_an_eval_is_keyed_by_the_model_it_evaluates_not_its_path(tmp_path):
+    """A retrained model at the same path (another seed in the same run dir, a shared stage cache) gets a new eval."""
+    from tokrl.pipelines.stage import config_hash, run_artifact_stage, stage_fingerprint
+    from tokrl.pipelines.token_cleaning_run import model_fingerprint
+
+    def build(tmp):
+        (tmp / "model.safetensors").write_text("weights")
+
+    first = run_artifact_stage("sft", tmp_path / "model_fixed", build, {"seed": 0})
+    before = model_fingerprint(first)
+    assert before == stage_fingerprint(tmp_path / "model_fixed")
+    again = run_artifact_stage("sft", tmp_path / "model_fixed", build, {"seed": 1}, overwrite=True)
+    assert again == first and model_fingerprint(again) != before
+    assert model_fingerprint("/models/base") == config_hash(["/models/base"])  # a model no stage trained

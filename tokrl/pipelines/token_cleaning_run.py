@@ -33,8 +33,8 @@ from tokrl.data.dataset import build_data, data_spec, read_table
 from tokrl.evaluation import as_completions, dataset_rows, generate
 from tokrl.models import load_model, recipe_model_source, resolve_model_path
 from tokrl.pipelines.runner import Runner, check_method, lora_config, recipe_rewards
-from tokrl.pipelines.stage import (config_hash, dataset_fingerprint, load_stage, run_artifact_stage, stage_fingerprint,
-                                  stage_metadata)
+from tokrl.pipelines.stage import (ARTIFACT, config_hash, dataset_fingerprint, is_complete, load_stage,
+                                  run_artifact_stage, stage_fingerprint, stage_metadata)
 from tokrl.pipelines.token_cleaning import (
     MASK_WEIGHTING,
     Models,
@@ -283,10 +283,19 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
         for name, path in targets.items():
             runner.step(f"eval/{name}", lambda ow, n=name, p=path: run_artifact_stage(
                 "eval", runner.dir(f"eval/{n}"), lambda tmp: evaluate_model(p, splits["eval"], eval_cfg, rewards, tmp),
-                {"model": p, "eval": eval_cfg, "eval_data": eval_fp}, overwrite=ow))
+                {"model": p, "eval": eval_cfg, "eval_data": eval_fp}, input_fingerprint=model_fingerprint(p),
+                overwrite=ow))
             report["variants"].setdefault(name, {})["eval"] = stage_metadata(runner.dir(f"eval/{name}"))
     (root / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return report
+
+
+def model_fingerprint(path) -> str:
+    """What an eval stage is keyed by besides its config: the content of a model this pipeline trained (its
+    training stage's fingerprint), or the path of any other model. A path alone would let a retrained model's
+    eval be taken for the earlier model's (a resumed run dir, the shared stage cache)."""
+    stage = Path(path).parent
+    return stage_fingerprint(stage) if Path(path).name == ARTIFACT and is_complete(stage) else config_hash([str(path)])
 
 
 def summary_table(report: dict) -> str:
