@@ -235,8 +235,9 @@ def test_lora_training_stage_saves_a_merged_model(tmp_path):
     assert not torch.equal(merged.model.layers[0].self_attn.q_proj.weight, init.model.layers[0].self_attn.q_proj.weight)
 
 
-def test_an_eval_is_keyed_by_the_model_it_evaluates_not_its_path(tmp_path):
-    """A retrained model at the same path (another seed in the same run dir, a shared stage cache) gets a new eval."""
+def test_an_eval_is_keyed_by_the_model_it_evaluates_not_its_path(tmp_path, tiny):
+    """A retrained model at the same path (another seed in the same run dir, a shared stage cache) gets a new eval
+    and new token scores."""
     from tokrl.pipelines.stage import config_hash, run_artifact_stage, stage_fingerprint
     from tokrl.pipelines.token_cleaning_run import model_fingerprint
 
@@ -249,3 +250,11 @@ def test_an_eval_is_keyed_by_the_model_it_evaluates_not_its_path(tmp_path):
     again = run_artifact_stage("sft", tmp_path / "model_fixed", build, {"seed": 1}, overwrite=True)
     assert again == first and model_fingerprint(again) != before
     assert model_fingerprint("/models/base") == config_hash(["/models/base"])  # a model no stage trained
+    from datasets import Dataset
+
+    from tokrl.pipelines.token_cleaning import score_stage
+    from tokrl.pipelines.stage import read_manifest
+
+    tokens = Dataset.from_dict({"input_ids": [[1, 2, 3]], "completion_mask": [[0, 1, 1]]})
+    score_stage(tiny[0], tokens, tmp_path / "logps", model_id=str(again))
+    assert read_manifest(tmp_path / "logps")["config"]["model_content"] == model_fingerprint(again)

@@ -33,7 +33,7 @@ from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 from tokrl.data.corrupted_sft import corrupted_token_mask
 from tokrl.models import load_model
 from tokrl.pipelines.runner import lora_config
-from tokrl.pipelines.stage import config_hash, run_artifact_stage, run_stage, stage_fingerprint
+from tokrl.pipelines.stage import ARTIFACT, config_hash, is_complete, run_artifact_stage, run_stage, stage_fingerprint
 from tokrl.pipelines.token_cleaning_select import (
     GlobalSelector,
     Threshold,
@@ -96,6 +96,14 @@ def row_logps_examples(rows: Dataset) -> list[dict]:
     return examples
 
 
+def trained_model_fingerprint(path) -> str | None:
+    """The content of a model this pipeline trained (its training stage's fingerprint), None for any other model.
+    Stages that read a model key it by this, not by its path alone: a model retrained at the same path (another
+    seed in the same run dir, the shared stage cache) must not get the earlier model's scores or eval."""
+    stage = Path(str(path)).parent
+    return stage_fingerprint(stage) if Path(str(path)).name == ARTIFACT and is_complete(stage) else None
+
+
 def score_stage(model, tokens: Dataset, stage_dir, *, model_id: str, batch_size: int = 8,
                 overwrite: bool = False, shard_size: int = 512, input_fingerprint: str | None = None) -> Dataset:
     """Column `logps` (float32, aligned with input_ids, 0 on prompt positions) of the response under `model`.
@@ -109,6 +117,8 @@ def score_stage(model, tokens: Dataset, stage_dir, *, model_id: str, batch_size:
         return {"logps": [[0.0] * len(ex["prompt_ids"]) + s["logps"] for ex, s in zip(examples, scored)]}
 
     config = {"model": model_id, "what": "response token log-probs"}
+    if trained_model_fingerprint(model_id) is not None:
+        config["model_content"] = trained_model_fingerprint(model_id)
     sub = tokens.select_columns(["input_ids", "completion_mask"])
     return run_stage(f"logps:{model_id}", stage_dir, fn, sub, config, shard_size=shard_size, overwrite=overwrite,
                      features=features, input_fingerprint=input_fingerprint)

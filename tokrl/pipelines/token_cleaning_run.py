@@ -33,8 +33,8 @@ from tokrl.data.dataset import build_data, data_spec, read_table
 from tokrl.evaluation import as_completions, dataset_rows, generate
 from tokrl.models import load_model, recipe_model_source, resolve_model_path
 from tokrl.pipelines.runner import Runner, check_method, lora_config, recipe_rewards
-from tokrl.pipelines.stage import (ARTIFACT, config_hash, dataset_fingerprint, is_complete, load_stage,
-                                  run_artifact_stage, stage_fingerprint, stage_metadata)
+from tokrl.pipelines.stage import (config_hash, dataset_fingerprint, load_stage, run_artifact_stage, stage_fingerprint,
+                                  stage_metadata)
 from tokrl.pipelines.token_cleaning import (
     MASK_WEIGHTING,
     Models,
@@ -44,6 +44,7 @@ from tokrl.pipelines.token_cleaning import (
     model_stage,
     self_evolving_cleaning,
     tokenize_stage,
+    trained_model_fingerprint,
 )
 from tokrl.recipe import RecipeError, build_config, check_keys, load_recipe
 from tokrl.rewards import accuracy_reward, format_reward, score_completions
@@ -291,11 +292,8 @@ def run_clean(recipe_path, overrides=(), *, overwrite: bool = False, stage: str 
 
 
 def model_fingerprint(path) -> str:
-    """What an eval stage is keyed by besides its config: the content of a model this pipeline trained (its
-    training stage's fingerprint), or the path of any other model. A path alone would let a retrained model's
-    eval be taken for the earlier model's (a resumed run dir, the shared stage cache)."""
-    stage = Path(path).parent
-    return stage_fingerprint(stage) if Path(path).name == ARTIFACT and is_complete(stage) else config_hash([str(path)])
+    """What an eval stage is keyed by besides its config: see `trained_model_fingerprint` (a path otherwise)."""
+    return trained_model_fingerprint(path) or config_hash([str(path)])
 
 
 def summary_table(report: dict) -> str:
