@@ -44,6 +44,18 @@ def test_native_bf16_cpu_defaults_to_bf16_autocast_without_checkpointing(config_
     assert (cfg.bf16, cfg.use_cpu, cfg.gradient_checkpointing) == (True, True, False)
 
 
+def test_configs_without_device_defaults_get_the_same_precision(cpu_only, tmp_path):
+    """A plain SFTConfig (cDPO's contrast models) trains in the precision tokrl's own configs resolve to."""
+    from trl import SFTConfig
+
+    for flag, expected in (("1", (True, True, False)), ("0", (False, False, False))):
+        cpu_only.setenv("TOKRL_CPU_BF16", flag)
+        sft = SFTConfig(output_dir=str(tmp_path), report_to="none", **device_defaults.precision_kwargs())
+        dpo = WeightedDPOConfig(output_dir=str(tmp_path), report_to="none")
+        assert (sft.bf16, sft.use_cpu, sft.gradient_checkpointing) == expected
+        assert (sft.bf16, sft.gradient_checkpointing) == (dpo.bf16, dpo.gradient_checkpointing)
+
+
 def test_cpu_without_native_bf16_stays_fp32(cpu_only, tmp_path):
     cpu_only.setenv("TOKRL_CPU_BF16", "0")
     cfg = WeightedGRPOConfig(output_dir=str(tmp_path), report_to="none")

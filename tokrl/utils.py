@@ -26,7 +26,6 @@ def load_object(path: str, what: str):
         raise ValueError(f"{what} '{path}' could not be imported: {exc}") from None
 
 
-
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON to a temporary file and rename it over `path`: a reader (or a killed writer) never leaves half a
     file that looks complete."""

@@ -13,9 +13,9 @@ import platform
 from pathlib import Path
 
 from tokrl.compare.results import load_result
-from tokrl.utils import write_json_atomic
 from tokrl.compare.spec import Spec
 from tokrl.compare.stats import mean_ci, paired_bootstrap, verdict
+from tokrl.utils import write_json_atomic
 
 SPEED_KEYS = ("kept_frac", "weight_mean", "weight_std", "step_time", "tokens_per_s", "wall_seconds")
 

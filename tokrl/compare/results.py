@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from tokrl.compare.spec import CLEANING, PREFERENCE, Run

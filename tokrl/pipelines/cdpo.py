@@ -48,7 +48,7 @@ from tokrl.pipelines.stage import (
 from tokrl.recipe import build_config, check_keys
 from tokrl.scoring import contrastive_token_logprobs
 from tokrl.trainers.cdpo import CDPOConfig, CDPOTrainer
-from tokrl.trainers.device_defaults import default_precision, has_accelerator
+from tokrl.trainers.device_defaults import precision_kwargs
 from tokrl.trainers.token_columns import (
     SIDES,
     end_positions,
@@ -93,10 +93,8 @@ def contrast_config(trainer_spec: dict, file, output_dir: str) -> SFTConfig:
     """The contrast models' SFTConfig: the release's settings under the recipe's. SFTConfig resolves no device
     defaults itself, so it gets tokrl's (`default_precision`), the precision the DPO stage's config resolves to:
     one process trains both, and accelerate refuses a second mixed-precision setting."""
-    precision = default_precision()
-    cpu_bf16 = precision["bf16"] and not has_accelerator()  # transformers wants use_cpu for bf16 without a GPU
-    return build_config(SFTConfig, {**CONTRAST_TRAINER, **trainer_spec}, file, "contrast.trainer", **precision,
-                        **({"use_cpu": True} if cpu_bf16 else {}), report_to="none", output_dir=output_dir)
+    return build_config(SFTConfig, {**CONTRAST_TRAINER, **trainer_spec}, file, "contrast.trainer",
+                        **precision_kwargs(), report_to="none", output_dir=output_dir)
 
 
 def contrast_stage(stage_dir: Path, side: str, sft: Dataset, load_base, contrast: dict, file, *,

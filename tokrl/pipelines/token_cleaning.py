@@ -117,8 +117,9 @@ def score_stage(model, tokens: Dataset, stage_dir, *, model_id: str, batch_size:
         return {"logps": [[0.0] * len(ex["prompt_ids"]) + s["logps"] for ex, s in zip(examples, scored)]}
 
     config = {"model": model_id, "what": "response token log-probs"}
-    if trained_model_fingerprint(model_id) is not None:
-        config["model_content"] = trained_model_fingerprint(model_id)
+    content = trained_model_fingerprint(model_id)
+    if content is not None:
+        config["model_content"] = content
     sub = tokens.select_columns(["input_ids", "completion_mask"])
     return run_stage(f"logps:{model_id}", stage_dir, fn, sub, config, shard_size=shard_size, overwrite=overwrite,
                      features=features, input_fingerprint=input_fingerprint)

@@ -55,6 +55,13 @@ def default_precision(config=None) -> dict:
     return {"bf16": cpu_has_native_bf16() and not distributed_cpu_run(config), "gradient_checkpointing": False}
 
 
+def precision_kwargs() -> dict:
+    """`default_precision()` as fields for a TRL config that resolves no device defaults itself (SFTConfig), with
+    `use_cpu=True` where that means bf16 on a CPU (transformers requires it for bf16 without a GPU)."""
+    fields = default_precision()
+    return {**fields, "use_cpu": True} if fields["bf16"] and not has_accelerator() else fields
+
+
 def resolve_device_defaults(config) -> None:
     """Fill `bf16` and `gradient_checkpointing` when the user left them unset (None), and pick gloo for CPU
     multi-process runs. Call before the TRL config's own `__post_init__`.
